@@ -1,0 +1,49 @@
+# Two commands for a newcomer: `make book` and `make test` (see README.md).
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
+PROFILE  ?= ci
+JOBS     ?= 2
+# Where CIFAR-10 comes from (see README): an explicit VQPAPER_CIFAR10 wins; otherwise the
+# shared real subset when it sits beside the checkout; otherwise torchvision downloads it.
+export VQPAPER_CIFAR10 ?= $(firstword $(wildcard ../shared/data/cifar10-subset.npz))
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: venv book test test-fast bench references check clean-cache clean
+
+$(STAMP): constraints.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (vqpaper)" >/dev/null
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+venv: $(STAMP)
+
+book: venv
+	$(BIN)/vqpaper book --profile $(PROFILE) --jobs $(JOBS)
+
+test: venv
+	$(BIN)/python -m pytest -q --timeout=1500
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not notebooks and not browser"
+
+bench: venv
+	$(BIN)/python benchmarks/quantizer.py
+	$(BIN)/python benchmarks/book.py
+
+check: venv
+	$(BIN)/vqpaper check --profile $(PROFILE)
+
+references: venv
+	$(BIN)/vqpaper references --profile $(PROFILE) --accept
+
+clean-cache: venv
+	$(BIN)/vqpaper clean-cache
+
+clean:
+	rm -rf _build book/notebooks

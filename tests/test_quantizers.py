@@ -1,0 +1,194 @@
+"""Properties of the quantizers (eq. 1-5, SimVQ) and an independent oracle."""
+import warnings
+
+import pytest
+import torch
+
+from vqpaper.errors import ConfigError
+from vqpaper.quantizers import EMAQuantizer, SimVQQuantizer, kmeans, make_quantizer, nearest_token
+
+torch.set_num_threads(1)
+
+
+def _naive_argmin(z, codebook):
+    return torch.cdist(z.double(), codebook.double()).argmin(1)
+
+
+@pytest.mark.parametrize("k,chunk_size", [(k, c) for k in (1, 5, 300, 5000) for c in (1, 7, 64, 1000, 4096 * 3 + 5, 2**22)
+                                          if k * 257 // c < 20000])
+def test_nearest_token_matches_naive_cdist(chunk_size, k):
+    g = torch.Generator().manual_seed(k)
+    z, cb = torch.randn(257, 8, generator=g), torch.randn(k, 8, generator=g)
+    idx, dist = nearest_token(z, cb, chunk_size=chunk_size)
+    ref = _naive_argmin(z, cb)
+    d_all = torch.cdist(z.double(), cb.double()) ** 2
+    # identical indices except where two tokens are (numerically) tied
+    differ = idx != ref
+    gap = (d_all.gather(1, idx[:, None]) - d_all.gather(1, ref[:, None])).abs().squeeze(1)
+    assert (gap[differ] < 1e-4).all()
+    assert differ.float().mean() < 0.01
+    torch.testing.assert_close(dist.double(), d_all.gather(1, idx[:, None]).squeeze(1), atol=1e-3, rtol=1e-4)
+
+
+def test_nearest_token_rejects_bad_shapes():
+    with pytest.raises(ConfigError, match="same D"):
+        nearest_token(torch.randn(4, 3), torch.randn(5, 2))
+    with pytest.raises(ConfigError, match="chunk_size"):
+        nearest_token(torch.randn(4, 3), torch.randn(5, 3), chunk_size=0)
+
+
+@pytest.mark.parametrize("name", ["ema", "simvq"])
+def test_quantized_equals_codebook_rows_at_indices(name):
+    q = make_quantizer(name, 32, 4, kmeans_init="batch", seed=0)
+    z = torch.randn(2, 5, 4, requires_grad=True)
+    q.eval()
+    out, idx, loss = q(z)
+    assert out.shape == z.shape and idx.shape == (2, 5)
+    torch.testing.assert_close(out, q.codebook[idx].detach())
+    # straight-through: d(sum quantized)/dz is the identity
+    out.sum().backward()
+    torch.testing.assert_close(z.grad, torch.ones_like(z))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+def test_ema_update_matches_equations_3_to_5_by_hand():
+    q = EMAQuantizer(3, 1, decay=0.5, kmeans_init="none", eps=0.0)
+    q.codebook.copy_(torch.tensor([[0.0], [10.0], [20.0]]))
+    q.cluster_size.copy_(torch.tensor([2.0, 2.0, 2.0]))
+    q.embed_sum.copy_(q.codebook * 2)
+    z = torch.tensor([[1.0], [3.0], [9.0]])  # -> tokens 0, 0, 1
+    q.train()
+    _, idx, _ = q(z)
+    assert idx.tolist() == [0, 0, 1]
+    # M_0 = .5*0 + .5*(1+3) = 2,  L_0 = .5*2 + .5*2 = 2 -> t_0 = 1
+    # M_1 = .5*20 + .5*9 = 14.5, L_1 = .5*2 + .5*1 = 1.5 -> t_1 = 9.667
+    # M_2 = .5*40 = 20, L_2 = .5*2 = 1 -> t_2 = 20 (unused token keeps its place)
+    torch.testing.assert_close(q.embed_sum.squeeze(1), torch.tensor([2.0, 14.5, 20.0]))
+    torch.testing.assert_close(q.cluster_size, torch.tensor([2.0, 1.5, 1.0]))
+    torch.testing.assert_close(q.codebook.squeeze(1), torch.tensor([1.0, 14.5 / 1.5, 20.0]))
+
+
+def test_kmeans_init_centres_are_encoder_output_centroids():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])
+    z = torch.cat([c + 0.1 * torch.randn(200, 2, generator=g) for c in centres])
+    q = EMAQuantizer(3, 2, kmeans_init="dataset")
+    q.init_codebook(z)
+    got = q.codebook[q.codebook[:, 0].argsort()]
+    means = torch.stack([z[i * 200:(i + 1) * 200].mean(0) for i in range(3)])
+    torch.testing.assert_close(got, means[means[:, 0].argsort()], atol=1e-5, rtol=0)
+    torch.testing.assert_close(q.cluster_size, torch.full((3,), 200.0))
+    # eq. (5) holds at initialisation: t = M / L
+    torch.testing.assert_close(q.embed_sum / q.cluster_size[:, None], q.codebook)
+
+
+def test_kmeans_with_fewer_vectors_than_tokens_warns_and_keeps_tokens_distinct():
+    z = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="surplus"):
+        centres, counts = kmeans(z, 25, iters=3)
+    assert centres.shape == (25, 3)
+    assert torch.unique(centres, dim=0).shape[0] == 25
+    assert not (centres.abs().sum(1) == 0).any()  # nobody left at the origin
+    assert counts.sum() == 10
+
+
+def test_dataset_init_required_before_training():
+    q = EMAQuantizer(8, 2, kmeans_init="dataset")
+    q.train()
+    with pytest.raises(ConfigError, match="init_codebook"):
+        q(torch.randn(4, 2))
+
+
+def test_batch_init_runs_kmeans_on_first_batch_only():
+    q = EMAQuantizer(4, 2, kmeans_init="batch", decay=0.99)
+    q.train()
+    first = torch.randn(64, 2) + 100.0
+    q(first)
+    assert (q.codebook[:, 0] > 90).all()  # centred on the first batch
+    q(torch.randn(64, 2) - 100.0)
+    assert bool(q.initialised)
+
+
+def test_simvq_moves_all_tokens_while_ema_unused_tokens_stay():
+    torch.manual_seed(0)
+    z = torch.randn(64, 4) * 0.1 + 3.0  # all latents near one corner: most tokens unused
+    simvq = SimVQQuantizer(16, 4, seed=0)
+    before = simvq.codebook.detach().clone()
+    opt = torch.optim.SGD(simvq.parameters(), lr=0.1)
+    _, idx, loss = simvq(z)
+    loss.backward()
+    opt.step()
+    moved = (simvq.codebook.detach() - before).norm(dim=1)
+    assert (moved > 1e-4).all(), "every SimVQ token moves after one step"
+    assert idx.unique().numel() < 16
+
+    ema = EMAQuantizer(16, 4, kmeans_init="none", decay=0.9)
+    ema.cluster_size.fill_(5.0)
+    ema.embed_sum.copy_(ema.codebook * 5.0)
+    before = ema.codebook.clone()
+    ema.train()
+    _, idx, _ = ema(z)
+    unused = torch.ones(16, dtype=torch.bool)
+    unused[idx.unique()] = False
+    assert unused.any()
+    torch.testing.assert_close(ema.codebook[unused], before[unused], atol=1e-4, rtol=1e-4)
+    assert (ema.codebook[~unused] - before[~unused]).norm(dim=1).min() > 1e-3
+
+
+def test_simvq_decodes_with_projected_codebook_not_basis():
+    q = SimVQQuantizer(8, 3, seed=1)
+    idx = torch.tensor([0, 5, 7])
+    torch.testing.assert_close(q.decode_indices(idx), q.proj(q.basis)[idx])
+    assert not torch.allclose(q.decode_indices(idx), q.basis[idx])
+
+
+def test_simvq_loss_has_codebook_and_commitment_terms_on_correct_sides():
+    q = SimVQQuantizer(8, 3, beta=0.25, seed=2)
+    z = torch.randn(10, 3, requires_grad=True)
+    _, _, loss = q(z)
+    loss.backward()
+    assert q.proj.weight.grad is not None and q.proj.weight.grad.abs().sum() > 0
+    # d/dz of beta*mse(z, sg(q)) = 2*beta*(z - q)/numel
+    tokens = q.codebook.detach()[nearest_token(z.detach(), q.codebook.detach())[0]]
+    torch.testing.assert_close(z.grad, 2 * 0.25 * (z.detach() - tokens) / z.numel())
+
+
+def test_same_seed_same_quantizer():
+    a, b = SimVQQuantizer(16, 4, seed=3), SimVQQuantizer(16, 4, seed=3)
+    torch.testing.assert_close(a.codebook, b.codebook, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, 2**30])
+def test_bad_codebook_size_is_a_clear_error(bad):
+    with pytest.raises(ConfigError, match="codebook_size"):
+        make_quantizer("ema", bad, 4)
+
+
+def test_unknown_quantizer_name():
+    with pytest.raises(ConfigError, match="quantizer must be one of"):
+        make_quantizer("rvq", 16, 4)
+
+
+def test_oracle_vector_quantize_pytorch_assignment_and_ema_update():
+    """Independent implementation: same codebook and inputs -> same indices and new codebook."""
+    vqp = pytest.importorskip("vector_quantize_pytorch")
+    torch.manual_seed(0)
+    k, d, decay = 64, 8, 0.9
+    ref = vqp.VectorQuantize(dim=d, codebook_size=k, decay=decay, commitment_weight=0.25,
+                             kmeans_init=False, rotation_trick=False, threshold_ema_dead_code=0)
+    ours = EMAQuantizer(k, d, decay=decay, kmeans_init="none")
+    cb = ref._codebook
+    ours.codebook.copy_(cb.embed[0])
+    ours.cluster_size.copy_(cb.cluster_size[0])
+    ours.embed_sum.copy_(cb.embed_avg[0])
+    for step in range(3):
+        z = torch.randn(4, 50, d)
+        ref.train()
+        ours.train()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, ref_idx, _ = ref(z)
+        _, idx, _ = ours(z)
+        assert torch.equal(idx, ref_idx), f"assignment differs at step {step}"
+        torch.testing.assert_close(ours.codebook, cb.embed[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.cluster_size, cb.cluster_size[0], atol=1e-5, rtol=1e-5)

@@ -1,0 +1,25 @@
+"""Exceptions with messages a user can act on (never a traceback from deep inside torch)."""
+
+
+class VQPaperError(Exception):
+    """Base class for every error vqpaper raises on purpose."""
+
+
+class ConfigError(VQPaperError, ValueError):
+    """A parameter has a bad value: the message names it, the value and what is allowed."""
+
+
+class DataNotFoundError(VQPaperError, FileNotFoundError):
+    """A dataset could not be found in any of the places we looked."""
+
+
+class DataFormatError(VQPaperError, ValueError):
+    """A dataset file exists but has the wrong content (keys, shapes, dtypes, label range)."""
+
+
+class TrainingDiverged(VQPaperError, RuntimeError):
+    """The loss became NaN or infinite; ``history`` keeps what was recorded until then."""
+
+    def __init__(self, message, history=None):
+        super().__init__(message)
+        self.history = list(history or [])

@@ -1,0 +1,288 @@
+"""Vector quantizers, written to be read next to the paper (Zhao et al., §2.1 and §5.1).
+
+Every quantizer has one interface, so a notebook swaps EMA-VQ for SimVQ by one argument::
+
+    quantized, indices, loss = quantizer(z)      # z: [..., token_dim]
+
+* ``quantized`` has the shape of ``z``; in the forward pass it equals the chosen tokens,
+  in the backward pass the gradient goes straight through to ``z`` (Bengio et al. 2013).
+* ``indices`` has the shape ``z.shape[:-1]``: the index of each latent vector's token.
+* ``loss`` is the quantizer's share of the training loss (commitment term, plus SimVQ's
+  codebook term).
+
+Notation follows the paper: tokens ``t_k`` (rows of the codebook, ``k = 1..S``; here
+``codebook_size``), embeddings ``z_j`` (encoder outputs).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+# Peak size of the distance tile in the nearest-token search, in matrix elements
+# (2**22 float32 = 16 MiB). Independent of the codebook size: see `nearest_token`.
+DEFAULT_CHUNK_SIZE = 2**22
+# Codebook columns per tile. Small enough that a tile of rows stays in cache,
+# large enough that each matmul is efficient.
+_K_BLOCK = 4096
+
+QUANTIZERS = ("ema", "simvq")
+KMEANS_INIT = ("dataset", "batch", "none")
+
+
+def _check_positive_int(name, value, limit=None):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if limit is not None and value > limit:
+        raise ConfigError(f"{name}={value:,} is larger than the supported maximum {limit:,}")
+
+
+# --------------------------------------------------------------------------------------
+# Eq. (1): nearest token
+# --------------------------------------------------------------------------------------
+@torch.no_grad()
+def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    """Eq. (1): ``k_j = argmin_k ||z_j - t_k||``; returns ``(indices [N], squared distances [N])``.
+
+    ``||z - t||^2 = ||z||^2 - 2 z.t + ||t||^2``; the ``||z||^2`` term is the same for every
+    token, so the search only needs ``||t||^2 - 2 z.t``: one matmul (``addmm``) per tile.
+    The ``N x S`` distance matrix is never materialised: rows and codebook columns are tiled
+    so that no temporary holds more than ``chunk_size`` elements, whatever ``S`` is.
+    """
+    if z.dim() != 2 or codebook.dim() != 2 or z.shape[1] != codebook.shape[1]:
+        raise ConfigError(
+            f"nearest_token needs z [N, D] and codebook [K, D] with the same D, "
+            f"got {tuple(z.shape)} and {tuple(codebook.shape)}"
+        )
+    _check_positive_int("chunk_size", chunk_size)
+    n, k = z.shape[0], codebook.shape[0]
+    z = z.to(codebook.dtype)
+    k_block = min(k, _K_BLOCK, chunk_size)
+    rows = max(1, min(n, chunk_size // k_block))
+    t_sq = codebook.pow(2).sum(1)  # ||t_k||^2, [K]
+    indices = torch.empty(n, dtype=torch.long, device=z.device)
+    best = torch.empty(n, dtype=codebook.dtype, device=z.device)
+    for r0 in range(0, n, rows):
+        zr = z[r0:r0 + rows]
+        run_min = run_idx = None
+        for k0 in range(0, k, k_block):
+            # ||t||^2 - 2 z.t for one tile of [rows, k_block]
+            d = torch.addmm(t_sq[k0:k0 + k_block], zr, codebook[k0:k0 + k_block].t(), beta=1, alpha=-2)
+            m, i = d.min(dim=1)
+            if run_min is None:
+                run_min, run_idx = m, i
+            else:
+                # strict '<' keeps the first index on ties, like a plain argmin over all columns
+                better = m < run_min
+                run_min = torch.where(better, m, run_min)
+                run_idx = torch.where(better, i + k0, run_idx)
+        indices[r0:r0 + rows] = run_idx
+        best[r0:r0 + rows] = run_min + zr.pow(2).sum(1)
+    return indices, best.clamp_min_(0)
+
+
+# --------------------------------------------------------------------------------------
+# Eq. (2): K-means initialisation of the codebook (SoundStream)
+# --------------------------------------------------------------------------------------
+@torch.no_grad()
+def kmeans(vectors: torch.Tensor, k: int, iters: int = 10, seed: int = 0,
+           chunk_size: int = DEFAULT_CHUNK_SIZE):
+    """Eq. (2): Lloyd's K-means; returns ``(centres [k, D], counts [k])``.
+
+    Centres start at ``k`` distinct randomly chosen vectors. A cluster that empties keeps
+    its previous centre (a real data point), so no token is ever left at the origin.
+    With fewer distinct vectors than tokens we cannot place ``k`` distinct centres: the
+    surplus tokens are copies of randomly drawn vectors plus small Gaussian noise (scaled
+    to the data's spread), and a warning says how many.
+    """
+    _check_positive_int("k", k)
+    if vectors.dim() != 2 or vectors.shape[0] == 0:
+        raise ConfigError(f"kmeans needs a non-empty [N, D] tensor, got shape {tuple(vectors.shape)}")
+    if not torch.isfinite(vectors).all():
+        raise ConfigError("kmeans got NaN or infinite encoder outputs; check the model and data")
+    vectors = vectors.float()
+    n, d = vectors.shape
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    if n >= k:
+        centres = vectors[torch.randperm(n, generator=g)[:k].to(vectors.device)].clone()
+    else:
+        warnings.warn(
+            f"K-means initialisation: only {n:,} vectors for {k:,} tokens; the {k - n:,} surplus "
+            f"tokens start as randomly drawn vectors plus small noise (they cannot be distinct centroids)",
+            stacklevel=2,
+        )
+        extra = vectors[torch.randint(n, (k - n,), generator=g).to(vectors.device)]
+        scale = 1e-3 * vectors.std(0, unbiased=False).clamp_min(1e-6)
+        noise = torch.randn(k - n, d, generator=g).to(vectors.device) * scale
+        centres = torch.cat([vectors, extra + noise])
+    counts = torch.zeros(k, device=vectors.device)
+    for _ in range(iters):
+        idx, _ = nearest_token(vectors, centres, chunk_size)  # r_jk of eq. (2)
+        counts = torch.bincount(idx, minlength=k).float()
+        sums = torch.zeros_like(centres).index_add_(0, idx, vectors)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    idx, _ = nearest_token(vectors, centres, chunk_size)
+    counts = torch.bincount(idx, minlength=k).float()
+    return centres, counts
+
+
+# --------------------------------------------------------------------------------------
+# EMA vector quantizer: eq. (1), (3)-(5)
+# --------------------------------------------------------------------------------------
+class EMAQuantizer(nn.Module):
+    """VQ with the codebook learned by exponential moving averages (eq. 3-5), no codebook loss.
+
+    Buffers (not parameters: the optimiser never touches the tokens):
+
+    * ``codebook``      ``t_k``  [S, D]
+    * ``cluster_size``  ``L_k``  [S]      EMA of how many embeddings chose token k (eq. 4)
+    * ``embed_sum``     ``M_k``  [S, D]   EMA of the sum of those embeddings     (eq. 3)
+
+    ``kmeans_init``: ``"dataset"`` (the caller runs :meth:`init_codebook` on the encoder
+    outputs of the whole training set, as the paper does), ``"batch"`` (K-means on the first
+    training batch, as SoundStream and common libraries do), ``"none"`` (random normal tokens).
+    """
+
+    def __init__(self, codebook_size: int, token_dim: int, decay: float = 0.99, beta: float = 0.25,
+                 kmeans_init: str = "dataset", kmeans_iters: int = 10, eps: float = 1e-5,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0):
+        super().__init__()
+        _check_positive_int("codebook_size", codebook_size, limit=2**24)
+        _check_positive_int("token_dim", token_dim)
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"decay must be in (0, 1), got {decay!r}")
+        if not beta >= 0:
+            raise ConfigError(f"beta must be >= 0, got {beta!r}")
+        if kmeans_init not in KMEANS_INIT:
+            raise ConfigError(f"kmeans_init must be one of {KMEANS_INIT}, got {kmeans_init!r}")
+        self.codebook_size, self.token_dim = codebook_size, token_dim
+        self.decay, self.beta, self.eps = decay, beta, eps
+        self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
+        self.chunk_size, self.seed = chunk_size, seed
+        g = torch.Generator().manual_seed(seed)
+        init = torch.randn(codebook_size, token_dim, generator=g)
+        self.register_buffer("codebook", init)
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("embed_sum", init.clone())
+        self.register_buffer("initialised", torch.tensor(kmeans_init == "none"))
+
+    @torch.no_grad()
+    def init_codebook(self, vectors: torch.Tensor):
+        """K-means initialisation (eq. 2): tokens = centroids of the given encoder outputs."""
+        vectors = vectors.detach().reshape(-1, self.token_dim).to(self.codebook.device)
+        centres, counts = kmeans(vectors, self.codebook_size, self.kmeans_iters, self.seed, self.chunk_size)
+        self.codebook.copy_(centres)
+        # Start the EMA statistics consistent with eq. (5): t_k = M_k / L_k.
+        self.cluster_size.copy_(counts.clamp_min(1.0))
+        self.embed_sum.copy_(centres * self.cluster_size[:, None])
+        self.initialised.fill_(True)
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.codebook[indices]
+
+    @torch.no_grad()
+    def ema_update(self, z: torch.Tensor, indices: torch.Tensor):
+        """Eq. (3)-(5) for one batch of embeddings ``z`` [N, D] assigned to ``indices`` [N]."""
+        gamma = self.decay
+        l_batch = torch.bincount(indices, minlength=self.codebook_size).to(z.dtype)  # l_k
+        m_batch = torch.zeros_like(self.embed_sum).index_add_(0, indices, z)          # m_k
+        self.embed_sum.mul_(gamma).add_(m_batch, alpha=1 - gamma)        # eq. (3)
+        self.cluster_size.mul_(gamma).add_(l_batch, alpha=1 - gamma)     # eq. (4)
+        # Eq. (5) t_k = M_k / L_k, with Laplace smoothing of L (VQ-VAE appendix, sonnet) so a
+        # token that has received nothing for a long time does not divide by ~0.
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
+        self.codebook.copy_(self.embed_sum / smoothed[:, None])          # eq. (5)
+
+    def forward(self, z: torch.Tensor):
+        if z.shape[-1] != self.token_dim:
+            raise ConfigError(f"quantizer expects latents with last dimension token_dim={self.token_dim}, "
+                              f"got shape {tuple(z.shape)}")
+        flat = z.reshape(-1, self.token_dim)
+        if self.training and not bool(self.initialised):
+            if self.kmeans_init == "dataset":
+                raise ConfigError("kmeans_init='dataset' needs init_codebook(encoder outputs of the training set) "
+                                  "before training; train.py does this, or use kmeans_init='batch'")
+            self.init_codebook(flat)                    # "batch": K-means on the first batch
+        indices, _ = nearest_token(flat.detach(), self.codebook, self.chunk_size)   # eq. (1)
+        tokens = self.codebook[indices]
+        if self.training:
+            self.ema_update(flat.detach().float(), indices)
+        # Commitment loss beta * ||z - sg(t)||^2; the codebook is learned by EMA, not by a loss.
+        loss = self.beta * F.mse_loss(flat, tokens.detach())
+        # Straight-through estimator: forward = tokens, backward = identity onto z.
+        quantized = flat + (tokens - flat).detach()
+        return quantized.view_as(z), indices.view(z.shape[:-1]), loss
+
+
+# --------------------------------------------------------------------------------------
+# SimVQ (Zhu, Li et al. 2024): codebook = W(B), B frozen
+# --------------------------------------------------------------------------------------
+class SimVQQuantizer(nn.Module):
+    """SimVQ: tokens are a learnable linear map of a frozen random basis, ``C = W(B)``.
+
+    ``B`` [S, D] is drawn once from N(0, D^-1/2) and frozen; ``W`` is ``nn.Linear(D, D)``.
+    Because every token is ``W b_k``, one gradient step on ``W`` moves *all* tokens, used or
+    not; that is SimVQ's remedy for codebook collapse. Loss, with the stop-gradients on the
+    correct sides: ``||sg(z) - q||^2`` (trains W) + ``beta * ||z - sg(q)||^2`` (commitment).
+    Decoding from indices must use the projected codebook ``W(B)``, not ``B``.
+    """
+
+    def __init__(self, codebook_size: int, token_dim: int, beta: float = 0.25,
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0, **_ignored):
+        super().__init__()
+        _check_positive_int("codebook_size", codebook_size, limit=2**24)
+        _check_positive_int("token_dim", token_dim)
+        if not beta >= 0:
+            raise ConfigError(f"beta must be >= 0, got {beta!r}")
+        self.codebook_size, self.token_dim, self.beta, self.chunk_size = codebook_size, token_dim, beta, chunk_size
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("basis", torch.randn(codebook_size, token_dim, generator=g) * token_dim ** -0.5)
+        self.proj = nn.Linear(token_dim, token_dim)
+        with torch.no_grad():  # seeded, so two quantizers with one seed are identical
+            bound = 1 / math.sqrt(token_dim)
+            self.proj.weight.copy_(torch.empty(token_dim, token_dim).uniform_(-bound, bound, generator=g))
+            self.proj.bias.copy_(torch.empty(token_dim).uniform_(-bound, bound, generator=g))
+        self.kmeans_init = "none"
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The tokens actually used: ``C = W(B)`` (not the frozen basis)."""
+        return self.proj(self.basis)
+
+    def init_codebook(self, vectors):  # noqa: D401 - uniform interface
+        """SimVQ has no K-means initialisation: its basis is random by design."""
+        return None
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.codebook[indices]
+
+    def forward(self, z: torch.Tensor):
+        if z.shape[-1] != self.token_dim:
+            raise ConfigError(f"quantizer expects latents with last dimension token_dim={self.token_dim}, "
+                              f"got shape {tuple(z.shape)}")
+        flat = z.reshape(-1, self.token_dim)
+        codebook = self.codebook
+        indices, _ = nearest_token(flat.detach(), codebook.detach(), self.chunk_size)
+        tokens = codebook[indices]                                  # differentiable w.r.t. W
+        loss = F.mse_loss(tokens, flat.detach()) + self.beta * F.mse_loss(flat, tokens.detach())
+        quantized = flat + (tokens - flat).detach()                 # straight-through
+        return quantized.view_as(z), indices.view(z.shape[:-1]), loss
+
+
+def make_quantizer(name: str, codebook_size: int, token_dim: int, **kwargs) -> nn.Module:
+    """Build a quantizer by name: ``"ema"`` (EMA-VQ, the paper's) or ``"simvq"``."""
+    if name == "ema":
+        return EMAQuantizer(codebook_size, token_dim, **kwargs)
+    if name == "simvq":
+        kwargs.pop("decay", None)
+        kwargs.pop("kmeans_iters", None)
+        kwargs.pop("kmeans_init", None)
+        return SimVQQuantizer(codebook_size, token_dim, **kwargs)
+    raise ConfigError(f"quantizer must be one of {QUANTIZERS}, got {name!r}")
