@@ -1,0 +1,139 @@
+"""The experiments of each notebook, as functions: configs in, runs and tidy rows out.
+
+A notebook cell is a call and a sentence (STYLE.md); what the call does lives here.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from .config import CifarRun, NotebookConfig, SyntheticRun, notebook_config, set_threads
+from .sweeps import sweep
+from .train import RunResult
+
+
+def setup(notebook: str, profile: str, **params) -> NotebookConfig:
+    """Check a notebook's parameters (before any training), set torch's threads, start the clock.
+
+    ``params`` are the parameters cell's values; ``None`` means "the profile's value".
+    """
+    cfg = notebook_config(notebook, profile, **params)
+    cfg["threads"] = set_threads()
+    cfg["started"] = time.time()
+    cfg["notebook"] = notebook
+    return cfg
+
+
+def params_of(cfg: NotebookConfig) -> dict:
+    """The parameters to record with a figure (no clock, no thread count)."""
+    return {k: v for k, v in cfg.items() if k not in ("started", "threads", "notebook")}
+
+
+def synthetic_configs(cfg: NotebookConfig, *, methods: Sequence[str] = ("scratch", "pretrained"),
+                      quantizer: str = "ema", encoder_hiddens: Optional[Iterable[int]] = None,
+                      epochs: Optional[int] = None) -> list[SyntheticRun]:
+    """Every (dim, method, encoder width, seed) run of a synthetic experiment."""
+    hiddens = list(encoder_hiddens) if encoder_hiddens is not None else [32]
+    scratch_epochs = epochs if epochs is not None else cfg.get("scratch_epochs", cfg.get("epochs"))
+    out = []
+    for dim, token_dim in zip(cfg.dims, cfg.token_dims):
+        for method in methods:
+            for hidden in hiddens:
+                for seed in cfg.seeds:
+                    out.append(SyntheticRun(
+                        dim=dim, token_dim=token_dim, encoder_hidden=hidden, quantizer=quantizer, method=method,
+                        epochs=scratch_epochs, pretrain_epochs=cfg.get("pretrain_epochs", max(1, scratch_epochs // 2)),
+                        finetune_epochs=cfg.get("finetune_epochs", max(1, scratch_epochs // 2)),
+                        n_per_cluster=cfg.n_per_cluster, data_seed=cfg.data_seed, seed=seed,
+                        device=cfg.device).validate())
+    return out
+
+
+def cifar_configs(cfg: NotebookConfig, *, codebook_sizes: Sequence[int], methods: Sequence[str],
+                  quantizer: str = "ema", encoder_channels: Optional[Iterable[Optional[int]]] = None,
+                  **overrides) -> list[CifarRun]:
+    """Every (codebook size, method, encoder width, seed) CIFAR-10 run."""
+    widths = list(encoder_channels) if encoder_channels is not None else [None]
+    base = dict(token_dim=cfg.get("token_dim", 32), channels=cfg.get("channels", 128),
+                residual_channels=cfg.get("residual_channels", 64),
+                pretrain_epochs=cfg.get("pretrain_epochs", 150), finetune_epochs=cfg.get("finetune_epochs", 150),
+                epochs=cfg.get("scratch_epochs", 300), train_images=cfg.get("train_images"),
+                kmeans_vectors=cfg.get("kmeans_vectors"), device=cfg.device)
+    base.update(overrides)
+    out = []
+    for k in codebook_sizes:
+        for method in methods:
+            for width in widths:
+                for seed in cfg.get("seeds", [0]):
+                    out.append(CifarRun(codebook_size=k, method=method, quantizer=quantizer,
+                                        encoder_channels=width, seed=seed, **base).validate())
+    return out
+
+
+def run_all(configs, data=None, desc="runs") -> list[RunResult]:
+    """Run (or load from the cache) every config, with a progress bar."""
+    return sweep(configs, data, desc=desc)
+
+
+def rows(results: Sequence[RunResult], keys: Sequence[str] = ("dim", "method", "quantizer", "seed"),
+         label: Optional[dict] = None) -> list[dict]:
+    """Tidy rows (one per run): the chosen config keys plus every scalar metric."""
+    out = []
+    for r in results:
+        row = {k: r.config.get(k) for k in keys}
+        row.update({m: v for m, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        row["wall_time_s"] = r.wall_time_s
+        if label:
+            row.update(label)
+        out.append(row)
+    return out
+
+
+def select(results: Sequence[RunResult], **where) -> list[RunResult]:
+    """Runs whose config matches every ``key=value`` (ordered by seed)."""
+    sel = [r for r in results if all(r.config.get(k) == v for k, v in where.items())]
+    return sorted(sel, key=lambda r: r.config.get("seed", 0))
+
+
+def per_seed(results: Sequence[RunResult], metric: str, **where) -> list[float]:
+    return [float(r.metrics[metric]) for r in select(results, **where)]
+
+
+def summary(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[str]) -> dict:
+    """Nested ``{group label: {metric: {"mean", "std", "per_seed"}}}`` for recording and glue."""
+    groups: dict = {}
+    for row in rows_:
+        label = "/".join(str(row[b]) for b in by)
+        g = groups.setdefault(label, {m: [] for m in metrics})
+        for m in metrics:
+            g[m].append(row.get(m, float("nan")))
+    return {label: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": [float(x) for x in v]}
+                    for m, v in g.items()} for label, g in groups.items()}
+
+
+def summary_frame(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[str], digits: int = 3):
+    """A readable table: one row per group, ``mean ± std`` per metric."""
+    import pandas as pd
+
+    s = summary(rows_, by, metrics)
+    return pd.DataFrame([{**dict(zip(by, label.split("/"))),
+                          **{m: f"{d[m]['mean']:.{digits}g} ± {d[m]['std']:.{digits}g}" for m in metrics}}
+                         for label, d in s.items()])
+
+
+def histogram_panel(result: RunResult, title: str) -> dict:
+    """Embeddings (encoder outputs) vs tokens for plots.plot_histograms (1-D tokens)."""
+    a = result.arrays
+    used = np.zeros(a["codebook"].shape[0], dtype=bool)
+    used[np.unique(a["indices"])] = True
+    # token_dim > 1: every coordinate of a token is one point of the 1-D histogram
+    used = np.repeat(used, a["codebook"].shape[1])
+    return {"title": title, "embeddings": a["Z"].reshape(-1), "tokens": a["codebook"].reshape(-1),
+            "used_tokens": used}
+
+
+def reconstruction_panel(result: RunResult, title: str) -> dict:
+    a = result.arrays
+    return {"title": title, "X": a["X"], "X_hat": a["X_hat"], "y": a["y"]}

@@ -1,0 +1,158 @@
+"""Sweeps that survive a kill: every finished run is stored under a key of its full config.
+
+A sweep over codebook sizes, encoder widths or seeds is a list of run configs. Each finished
+run is written (atomically) to ``CACHE/<key>/`` — its metrics and history as JSON, its arrays
+as ``.npz``, its weights as a small checkpoint — where ``key`` hashes the run's full config,
+the runner, the data it saw and the source of the code that produced it. Started again after
+a kill, a sweep skips what is finished and loses nothing; change any parameter (or the code)
+and the key changes, so a stale result is never reused. ``vqpaper clean-cache`` (or
+:func:`clear_cache`) removes the store.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import torch
+
+from . import paths
+from .train import RunResult, run_cifar, run_synthetic
+
+# The modules whose code decides a run's numbers: their source is part of every key.
+_CODE_MODULES = ("quantizers.py", "models.py", "train.py", "data.py", "metrics.py", "config.py")
+
+
+def code_fingerprint() -> str:
+    h = hashlib.sha256()
+    for name in _CODE_MODULES:
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def data_fingerprint(data) -> Optional[dict]:
+    """Identify a CIFAR dataset by its sizes and a hash of its pixels (cheap: strided sample)."""
+    if data is None:
+        return None
+    h = hashlib.sha256()
+    for arr in (data.x_train, data.y_train, data.x_test, data.y_test):
+        a = np.ascontiguousarray(arr)
+        h.update(str(a.shape).encode())
+        h.update(a.reshape(-1)[:: max(1, a.size // 1_000_000)].tobytes())
+    return {"n_train": int(data.n_train), "n_test": int(data.n_test), "pixels": h.hexdigest()[:16]}
+
+
+def run_key(cfg, runner: str, data=None) -> str:
+    """Hash of everything that determines a run's result."""
+    payload = {"config": asdict(cfg), "runner": runner, "data": data_fingerprint(data), "code": code_fingerprint(),
+               "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _cache_dir(cache_dir) -> Path:
+    return Path(cache_dir) if cache_dir is not None else paths.CACHE
+
+
+def save_result(result: RunResult, directory: Path):
+    """Write ``result`` to ``directory`` atomically: a kill mid-write leaves no half entry."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=directory.parent))
+    try:
+        meta = {"config": result.config, "history": result.history, "metrics": result.metrics,
+                "wall_time_s": result.wall_time_s}
+        (tmp / "result.json").write_text(json.dumps(meta, indent=1, default=float))
+        np.savez_compressed(tmp / "arrays.npz", **result.arrays)
+        if result.state_dict is not None:
+            torch.save(result.state_dict, tmp / "model.pt")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_result(directory: Path, with_state: bool = False) -> RunResult:
+    meta = json.loads((directory / "result.json").read_text())
+    with np.load(directory / "arrays.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    state = torch.load(directory / "model.pt", weights_only=True) if with_state and (directory / "model.pt").exists() \
+        else None
+    return RunResult(meta["config"], meta["history"], arrays, meta["metrics"], meta["wall_time_s"], state)
+
+
+def cached_run(cfg, runner: Callable, data=None, *, use_cache: Optional[bool] = None, cache_dir=None,
+               progress: bool = False) -> RunResult:
+    """Run ``runner(cfg[, data])`` unless a finished run with the same key is stored."""
+    if use_cache is None:
+        use_cache = use_cache_default()
+    name = runner.__name__
+    directory = _cache_dir(cache_dir) / run_key(cfg, name, data)
+    if use_cache and (directory / "result.json").exists():
+        result = load_result(directory)
+        result.metrics = dict(result.metrics, cached=True)
+        return result
+    result = runner(cfg, data, progress=progress) if data is not None else runner(cfg, progress=progress)
+    if use_cache:
+        save_result(result, directory)
+    return result
+
+
+def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cache_dir=None, progress: bool = True,
+          desc: str = "sweep") -> list[RunResult]:
+    """Run every config (synthetic or CIFAR, chosen by its type); finished points come from the cache."""
+    from .config import CifarRun, SyntheticRun
+
+    configs = list(configs)
+    try:
+        from tqdm.auto import tqdm
+        bar = tqdm(configs, desc=desc, disable=not progress)
+    except ImportError:  # pragma: no cover
+        bar = configs
+    out = []
+    for cfg in bar:
+        if isinstance(cfg, SyntheticRun):
+            out.append(cached_run(cfg, run_synthetic, None, use_cache=use_cache, cache_dir=cache_dir))
+        elif isinstance(cfg, CifarRun):
+            out.append(cached_run(cfg, run_cifar, data, use_cache=use_cache, cache_dir=cache_dir))
+        else:
+            raise TypeError(f"sweep needs SyntheticRun or CifarRun configs, got {type(cfg).__name__}")
+    return out
+
+
+def clear_cache(cache_dir=None) -> int:
+    """Remove every stored run; returns how many were removed."""
+    d = _cache_dir(cache_dir)
+    if not d.exists():
+        return 0
+    n = sum(1 for p in d.iterdir() if p.is_dir() and not p.name.startswith(".partial-"))
+    shutil.rmtree(d)
+    return n
+
+
+def use_cache_default() -> bool:
+    """``VQPAPER_NO_CACHE=1`` turns the store off (the determinism test uses it)."""
+    return os.environ.get("VQPAPER_NO_CACHE", "") not in ("1", "true", "yes")
+
+
+def results_table(results: list[RunResult], keys: Iterable[str], metrics: Iterable[str]):
+    """One row per run: the chosen config keys and metrics (a pandas DataFrame)."""
+    import pandas as pd
+
+    keys, metrics = list(keys), list(metrics)
+    return pd.DataFrame([{**{k: r.config[k] for k in keys}, **{m: r.metrics.get(m, np.nan) for m in metrics}}
+                         for r in results])
+
+
+def aggregate(table, by: list[str], metrics: list[str]):
+    """Mean and standard deviation over seeds (columns ``<metric>_mean``, ``<metric>_std``)."""
+    g = table.groupby(by, sort=False)[metrics]
+    mean, std = g.mean(), g.std(ddof=0)
+    out = mean.add_suffix("_mean").join(std.add_suffix("_std")).reset_index()
+    return out
