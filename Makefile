@@ -8,10 +8,9 @@ JOBS     ?= 2
 # Where CIFAR-10 comes from (see README): an explicit VQPAPER_CIFAR10 wins; otherwise the
 # shared real subset when it sits beside the checkout; otherwise torchvision downloads it.
 export VQPAPER_CIFAR10 ?= $(firstword $(wildcard ../shared/data/cifar10-subset.npz))
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv book test test-fast bench references check clean-cache clean
+.PHONY: venv book test test-fast bench references check clean-cache clean browser
 
 $(STAMP): constraints.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +25,18 @@ venv: $(STAMP)
 book: venv
 	$(BIN)/vqpaper book --profile $(PROFILE) --jobs $(JOBS)
 
-test: venv
-	$(BIN)/python -m pytest -q --timeout=1500
+test: venv browser
+	$(BIN)/python -m pytest -q --timeout=1800
+
+# The browser test drives Debian's chromium + chromedriver. Installed here when we are root
+# with apt-get (CI, fresh machines); otherwise that one test skips and says why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium + chromium-driver for the browser test (apt-get)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	    || echo "note: could not install chromium; the browser test will skip"; \
+	else echo "note: chromium/chromedriver missing and not root: the browser test will skip"; fi
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not notebooks and not browser"

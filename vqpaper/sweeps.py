@@ -96,7 +96,7 @@ def cached_run(cfg, runner: Callable, data=None, *, use_cache: Optional[bool] = 
     directory = _cache_dir(cache_dir) / run_key(cfg, name, data)
     if use_cache and (directory / "result.json").exists():
         result = load_result(directory)
-        result.metrics = dict(result.metrics, cached=True)
+        result.cached = True
         return result
     result = runner(cfg, data, progress=progress) if data is not None else runner(cfg, progress=progress)
     if use_cache:
@@ -111,7 +111,7 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
 
     configs = list(configs)
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         bar = tqdm(configs, desc=desc, disable=not progress)
     except ImportError:  # pragma: no cover
         bar = configs

@@ -23,7 +23,7 @@ from .models import ConvVQVAE, MLPVQVAE
 from .quantizers import make_quantizer
 
 try:  # tqdm is a dependency; notebooks get the widget-free text bar
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 except ImportError:  # pragma: no cover
     tqdm = None
 
@@ -36,6 +36,7 @@ class RunResult:
     metrics: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
     state_dict: Optional[dict] = None
+    cached: bool = False  # loaded from the sweep cache rather than trained now
 
 
 def seed_everything(seed: int):
