@@ -222,7 +222,7 @@ def test_book_config_builds_with_warnings_as_errors(tmp_path):
     html = src / "_build" / "html" / "book"
     page = (html / "notebooks" / f"{names[1]}.html").read_text()
     assert "Fig. 2" in page and "0.981" in page
-    assert "_static/mathjax/tex-chtml-full.js" in page and "cdn.jsdelivr" not in page
+    assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
     summary = (html / "results.html").read_text()
     assert "0.981" in summary and "Fig. 2" in summary
     assert "fig-book-test" in (html / "provenance.html").read_text()

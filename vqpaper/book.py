@@ -215,7 +215,29 @@ def _provenance_directive():
     return ProvenanceDirective
 
 
+def _clean_page_context(app, pagename, templatename, context, doctree):
+    """Two console errors of the stock theme stack, fixed per page (tests/test_browser.py).
+
+    Sphinx 7.4 lists an inline script registered after the builder started twice (filename
+    None, then ''), so sphinx-thebe's ``const THEBE_JS_URL`` is declared twice (SyntaxError);
+    and pydata-sphinx-theme reads ``default_mode`` from the context, where nothing sets it
+    ("Got invalid theme mode" on a first visit).
+    """
+    context.setdefault("default_mode", "auto")
+    scripts = context.get("script_files")
+    if isinstance(scripts, list):
+        seen, unique = set(), []
+        for js in scripts:
+            key = (getattr(js, "filename", js) or "", getattr(js, "priority", 0),
+                   tuple(sorted(getattr(js, "attributes", {}).items())))
+            if key not in seen:
+                seen.add(key)
+                unique.append(js)
+        scripts[:] = unique
+
+
 def setup(app):  # pragma: no cover - exercised by the book build
     """Sphinx entry point: registers ``{vqpaper-provenance}``."""
     app.add_directive("vqpaper-provenance", _provenance_directive())
+    app.connect("html-page-context", _clean_page_context)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,292 @@
+"""Long runs: the run store behind every sweep (vqpaper.sweeps).
+
+A sweep killed mid-way and started again skips the finished points and loses none; any change
+of a run's parameters, data or code changes its key; a stored result equals a fresh one; the
+store can be emptied.
+"""
+import dataclasses
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vqpaper import paths, sweeps
+from vqpaper.config import CifarRun, SyntheticRun
+from vqpaper.data import CifarData
+
+TINY = dict(n_per_cluster=50, epochs=2, pretrain_epochs=1, finetune_epochs=1, codebook_size=16, kmeans_iters=2)
+
+
+def _entries(cache: Path):
+    """Finished entries of a store (a kill mid-write can only leave a ``.partial-*`` folder)."""
+    if not cache.is_dir():
+        return []
+    return sorted(p.name for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".partial-")
+                  and (p / "result.json").is_file())
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    """Count the runs ``sweep`` really computes (the key still names ``run_synthetic``)."""
+    calls = []
+    real = sweeps.run_synthetic
+
+    @functools.wraps(real)
+    def run_synthetic(cfg, progress=False):
+        calls.append(cfg)
+        return real(cfg, progress=progress)
+
+    monkeypatch.setattr(sweeps, "run_synthetic", run_synthetic)
+    return calls
+
+
+def _was_cached(result):
+    """Loaded from the store rather than trained now (``RunResult.cached``)."""
+    return bool(getattr(result, "cached", False) or result.metrics.get("cached", False))
+
+
+# ------------------------------------------------------------------------- keys
+
+def _other_value(value, name):
+    """A different value of the same kind (validity does not matter: keys do not validate)."""
+    if value is None:
+        return 7
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 2 + 0.125
+    if isinstance(value, str):
+        return value + "-other"
+    raise AssertionError(f"no other value for field {name}={value!r}; extend _other_value")
+
+
+FIELD_CASES = [pytest.param(cls, f.name, id=f"{cls.__name__}.{f.name}")
+               for cls in (SyntheticRun, CifarRun) for f in dataclasses.fields(cls)]
+
+
+@pytest.mark.parametrize("cls, name", FIELD_CASES)
+def test_changing_any_field_changes_the_key(cls, name):
+    base = cls()
+    changed = dataclasses.replace(base, **{name: _other_value(getattr(base, name), name)})
+    runner = "run_synthetic" if cls is SyntheticRun else "run_cifar"
+    assert sweeps.run_key(changed, runner) != sweeps.run_key(base, runner)
+
+
+def test_field_cases_cover_every_field():
+    # a field added to a run config later is covered by the parametrisation above automatically
+    names = {p.values[1] for p in FIELD_CASES}
+    assert names >= {f.name for f in dataclasses.fields(SyntheticRun)} | {f.name for f in dataclasses.fields(CifarRun)}
+
+
+@pytest.mark.parametrize("cls", [SyntheticRun, CifarRun])
+def test_same_config_same_key(cls):
+    a, b = cls(seed=3, codebook_size=64), cls(seed=3, codebook_size=64)
+    assert a is not b
+    assert sweeps.run_key(a, "r") == sweeps.run_key(b, "r") == sweeps.run_key(a, "r")
+    assert len(sweeps.run_key(a, "r")) >= 16
+
+
+def test_runner_changes_the_key():
+    cfg = SyntheticRun()
+    assert sweeps.run_key(cfg, "run_synthetic") != sweeps.run_key(cfg, "run_other")
+
+
+def _cifar(seed, n_train=20, n_test=10):
+    rng = np.random.default_rng(seed)
+    return CifarData(rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), np.arange(n_train) % 10,
+                     rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), np.arange(n_test) % 10,
+                     source="test", description="random test images", is_full=False)
+
+
+def test_cifar_data_changes_the_key():
+    cfg = CifarRun()
+    a, b, c = _cifar(0), _cifar(0), _cifar(1)
+    assert sweeps.run_key(cfg, "run_cifar", a) == sweeps.run_key(cfg, "run_cifar", b)
+    assert sweeps.run_key(cfg, "run_cifar", a) != sweeps.run_key(cfg, "run_cifar", c)
+    assert sweeps.run_key(cfg, "run_cifar", a) != sweeps.run_key(cfg, "run_cifar", _cifar(0, n_train=30))
+    assert sweeps.run_key(cfg, "run_cifar", a) != sweeps.run_key(cfg, "run_cifar", None)
+
+
+def test_code_change_changes_the_key(monkeypatch):
+    cfg = SyntheticRun()
+    before = sweeps.run_key(cfg, "run_synthetic")
+    monkeypatch.setattr(sweeps, "code_fingerprint", lambda: "0123456789abcdef")
+    assert sweeps.run_key(cfg, "run_synthetic") != before
+
+
+@pytest.mark.parametrize("module", sweeps._CODE_MODULES)
+def test_code_fingerprint_follows_the_source(module, tmp_path, monkeypatch):
+    """Editing any module that decides a run's numbers changes the fingerprint (so every key)."""
+    package = Path(sweeps.__file__).parent
+    for name in sweeps._CODE_MODULES:
+        shutil.copyfile(package / name, tmp_path / name)
+    monkeypatch.setattr(sweeps, "__file__", str(tmp_path / "sweeps.py"))
+    before = sweeps.code_fingerprint()
+    assert before == sweeps.code_fingerprint()
+    with open(tmp_path / module, "a") as fh:
+        fh.write("\n# an edit\n")
+    assert sweeps.code_fingerprint() != before
+
+
+# ----------------------------------------------------------------- stored vs fresh
+
+def _assert_same_result(a, b):
+    assert a.config == b.config
+    assert a.history == b.history
+    assert sorted(a.arrays) == sorted(b.arrays)
+    for name in a.arrays:
+        np.testing.assert_array_equal(a.arrays[name], b.arrays[name], err_msg=name)
+    strip = lambda m: {k: v for k, v in m.items() if k != "cached"}  # noqa: E731
+    assert strip(a.metrics) == pytest.approx(strip(b.metrics), nan_ok=True)
+
+
+@pytest.mark.parametrize("method", ["scratch", "pretrained"])
+def test_cached_result_equals_fresh_one(method, tmp_path, counting):
+    cfg = SyntheticRun(method=method, **TINY)
+    first = sweeps.cached_run(cfg, sweeps.run_synthetic, use_cache=True, cache_dir=tmp_path)
+    assert len(counting) == 1 and not _was_cached(first)
+    assert _entries(tmp_path) == [sweeps.run_key(cfg, "run_synthetic")]
+    again = sweeps.cached_run(cfg, sweeps.run_synthetic, use_cache=True, cache_dir=tmp_path)
+    assert len(counting) == 1, "the stored run was computed again"
+    assert _was_cached(again)
+    _assert_same_result(first, again)
+    fresh = sweeps.cached_run(cfg, sweeps.run_synthetic, use_cache=False, cache_dir=tmp_path)
+    assert len(counting) == 2
+    assert not _was_cached(fresh)
+    _assert_same_result(fresh, again)
+    # the weights are stored too
+    state = sweeps.load_result(tmp_path / _entries(tmp_path)[0], with_state=True).state_dict
+    assert state.keys() == first.state_dict.keys()
+    for k in state:
+        assert (state[k] == first.state_dict[k]).all(), k
+
+
+def test_no_cache_env_stores_nothing(tmp_path, monkeypatch, counting):
+    monkeypatch.setenv("VQPAPER_NO_CACHE", "1")
+    cfg = SyntheticRun(**TINY)
+    sweeps.cached_run(cfg, sweeps.run_synthetic, cache_dir=tmp_path)
+    sweeps.cached_run(cfg, sweeps.run_synthetic, cache_dir=tmp_path)
+    assert len(counting) == 2 and _entries(tmp_path) == []
+
+
+def test_changed_parameter_is_computed_not_reused(tmp_path, counting):
+    sweeps.sweep([SyntheticRun(**TINY)], use_cache=True, cache_dir=tmp_path, progress=False)
+    sweeps.sweep([SyntheticRun(**{**TINY, "lr": 2e-3})], use_cache=True, cache_dir=tmp_path, progress=False)
+    assert len(counting) == 2 and len(_entries(tmp_path)) == 2
+
+
+# ------------------------------------------------------------ a sweep killed mid-way
+
+CHILD = textwrap.dedent('''
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from vqpaper import sweeps
+    from vqpaper.config import SyntheticRun
+
+    real = sweeps.run_synthetic
+
+    def run_synthetic(cfg, progress=False):
+        time.sleep(1.5)  # a slow point: time for the parent to see two stored and kill us
+        return real(cfg, progress=progress)
+
+    sweeps.run_synthetic = run_synthetic
+    configs = [SyntheticRun(seed=seed, **{tiny!r}) for seed in range(4)]
+    sweeps.sweep(configs, progress=False)
+    print("finished all", flush=True)
+''')
+
+
+@pytest.mark.timeout(300)
+def test_killed_sweep_resumes_without_recomputing_or_losing_points(tmp_path, monkeypatch, counting):
+    cache = tmp_path / "cache"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(root=str(paths.ROOT), tiny=TINY))
+    env = dict(os.environ, VQPAPER_CACHE=str(cache), VQPAPER_BUILD=str(tmp_path / "build"))
+    env.pop("VQPAPER_NO_CACHE", None)
+    child = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while len(_entries(cache)) < 2:
+            if child.poll() is not None:
+                pytest.fail(f"the sweep ended before it could be killed:\n{child.stdout.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail("no two points stored within 180 s")
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+    stored = _entries(cache)
+    assert 2 <= len(stored) < 4, stored
+
+    # a kill in the middle of a write leaves at most a .partial-* folder: it must never be read
+    (cache / ".partial-killed").mkdir()
+    (cache / ".partial-killed" / "result.json").write_text("{ half a file")
+
+    # started again (in this process, on the same store)
+    monkeypatch.setattr(paths, "CACHE", cache)
+    configs = [SyntheticRun(seed=seed, **TINY) for seed in range(4)]
+    keys = [sweeps.run_key(c, "run_synthetic") for c in configs]
+    assert set(stored) <= set(keys)  # the keys of another process are the same
+    results = sweeps.sweep(configs, use_cache=True, progress=False)
+
+    computed = [c.seed for c in counting]
+    missing = [c.seed for c, k in zip(configs, keys) if k not in stored]
+    assert computed == missing, "only the points missing after the kill may be computed"
+    assert len(results) == 4
+    assert [r.config["seed"] for r in results] == [0, 1, 2, 3]
+    for cfg, key, result in zip(configs, keys, results):
+        assert _was_cached(result) == (key in stored)
+        assert result.config == dataclasses.asdict(cfg)
+        assert np.isfinite(result.metrics["mse"]) and result.history
+    assert _entries(cache) == sorted(keys)
+
+    # a third start computes nothing
+    counting.clear()
+    again = sweeps.sweep(configs, use_cache=True, progress=False)
+    assert counting == [] and all(_was_cached(r) for r in again)
+    for a, b in zip(results, again):
+        _assert_same_result(a, b)
+
+
+# --------------------------------------------------------------------- emptying it
+
+def test_clear_cache_empties_the_store(tmp_path, counting):
+    sweeps.sweep([SyntheticRun(seed=s, **TINY) for s in range(2)], use_cache=True, cache_dir=tmp_path / "c",
+                 progress=False)
+    (tmp_path / "c" / ".partial-x").mkdir()
+    assert len(_entries(tmp_path / "c")) == 2
+    assert sweeps.clear_cache(tmp_path / "c") == 2
+    assert not (tmp_path / "c").exists()
+    assert sweeps.clear_cache(tmp_path / "c") == 0
+    sweeps.sweep([SyntheticRun(seed=0, **TINY)], use_cache=True, cache_dir=tmp_path / "c", progress=False)
+    assert len(counting) == 3, "after clear_cache the point is computed again"
+
+
+def test_clean_cache_command_empties_the_store(tmp_path):
+    cache = tmp_path / "cache"
+    sweeps.cached_run(SyntheticRun(**TINY), sweeps.run_synthetic, use_cache=True, cache_dir=cache)
+    assert len(_entries(cache)) == 1
+    env = dict(os.environ, VQPAPER_CACHE=str(cache), VQPAPER_BUILD=str(tmp_path / "build"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.ROOT), env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "vqpaper.cli", "clean-cache"]
+    proc = subprocess.run(cmd, cwd=paths.ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "removed" in proc.stdout
+    assert not cache.exists()
+    proc = subprocess.run(cmd, cwd=paths.ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "nothing to remove" in proc.stdout
