@@ -7,6 +7,7 @@ names the parameter, the bad value and what is allowed.
 """
 from __future__ import annotations
 
+import ast
 import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
@@ -209,8 +210,12 @@ SYN = {"n_per_cluster": 1000, "data_seed": 0}
 
 NOTEBOOK_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "01_preliminaries": {
-        "ci": {"dim": 2, "seeds": [0, 1, 2], "pretrain_epochs": 20, **SYN, "device": "auto"},
-        "paper": {"dim": 2, "seeds": [0, 1, 2, 3, 4], "pretrain_epochs": 100, **SYN, "device": "auto"},
+        # Fig. 2 needs only the encoder outputs the tokens are initialised from (before any VQ
+        # step), so the VQ training after it is one epoch; pretraining as in notebook 02.
+        "ci": {"dim": 2, "token_dim": 1, "seeds": [0, 1, 2], "scratch_epochs": 1, "pretrain_epochs": 10,
+               "finetune_epochs": 1, **SYN, "device": "auto"},
+        "paper": {"dim": 2, "token_dim": 1, "seeds": [0, 1, 2, 3, 4], "scratch_epochs": 1, "pretrain_epochs": 100,
+                  "finetune_epochs": 1, **SYN, "device": "auto"},
     },
     "02_tokens_collapse_synthetic": {
         "ci": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2], "scratch_epochs": 20,
@@ -221,32 +226,40 @@ NOTEBOOK_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "03_tokens_collapse_cifar10": {
         "ci": {"codebook_sizes": [16, 256, 4096], "token_dim": 32, "channels": 32, "residual_channels": 16,
                "pretrain_epochs": 3, "finetune_epochs": 3, "scratch_epochs": 6, "train_images": None,
-               "kmeans_vectors": 65536, "seeds": [0], "cifar10": None, "device": "auto"},
+               # 4 vectors per token at K = 4096: K-means on 65,536 vectors cost ~10 s of a ~50 s run
+               "kmeans_vectors": 16384, "seeds": [0], "cifar10": None, "device": "auto"},
         "paper": {"codebook_sizes": [2**i for i in range(4, 17)], "token_dim": 32, "channels": 128,
                   "residual_channels": 64, "pretrain_epochs": 150, "finetune_epochs": 150, "scratch_epochs": 300,
                   "train_images": None, "kmeans_vectors": None, "seeds": [0], "cifar10": None, "device": "auto"},
     },
     "04_embeddings_collapse": {
-        "ci": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "encoder_hiddens": [4, 8, 32], "seeds": [0, 1, 2],
-               "epochs": 60, **SYN, "encoder_channels": [32, 8, 2], "cifar_channels": 32,
-               "cifar_residual_channels": 16, "cifar_epochs": 4, "cifar_codebook_size": 512,
-               "cifar_token_dim": 64, "cifar10": None, "device": "auto"},
-        "paper": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "encoder_hiddens": [4, 8, 32], "seeds": [0, 1, 2],
-                  "epochs": 200, **SYN, "encoder_channels": [64, 32, 16, 8, 4, 2], "cifar_channels": 128,
+        # encoder_hiddens: scratch VQ-VAEs as in the paper; pretrained_hiddens: the cleaner variant
+        # (both pretrained). CIFAR runs: one seed, K-means on a subsample of the embeddings.
+        "ci": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "encoder_hiddens": [4, 8, 32],
+               "pretrained_hiddens": [4, 32], "seeds": [0, 1, 2], "epochs": 60, **SYN,
+               "encoder_channels": [32, 8, 2], "cifar_channels": 32, "cifar_residual_channels": 16,
+               "cifar_epochs": 4, "cifar_codebook_size": 512, "cifar_token_dim": 64,
+               "cifar_kmeans_vectors": 65536, "cifar_seeds": [0], "cifar10": None, "device": "auto"},
+        "paper": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "encoder_hiddens": [4, 8, 32],
+                  "pretrained_hiddens": [4, 32], "seeds": [0, 1, 2], "epochs": 200, **SYN,
+                  "encoder_channels": [64, 32, 16, 8, 4, 2], "cifar_channels": 128,
                   "cifar_residual_channels": 64, "cifar_epochs": 300, "cifar_codebook_size": 512,
-                  "cifar_token_dim": 64, "cifar10": None, "device": "auto"},
+                  "cifar_token_dim": 64, "cifar_kmeans_vectors": None, "cifar_seeds": [0], "cifar10": None,
+                  "device": "auto"},
     },
     "05_simvq_comparison": {
         "ci": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2], "scratch_epochs": 20,
                "pretrain_epochs": 10, "finetune_epochs": 10, "encoder_hiddens": [4, 32], **SYN,
-               "codebook_sizes": [256, 4096], "token_dim": 32, "channels": 32, "residual_channels": 16,
+               "codebook_sizes": [256, 1024], "token_dim": 32, "channels": 32, "residual_channels": 16,
                "cifar_pretrain_epochs": 3, "cifar_finetune_epochs": 3, "cifar_scratch_epochs": 6,
-               "kmeans_vectors": 65536, "cifar10": None, "device": "auto"},
+               "cifar_seeds": [0], "train_images": 2048, "kmeans_vectors": 16384, "cifar10": None,
+               "device": "auto"},
         "paper": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2, 3, 4], "scratch_epochs": 200,
                   "pretrain_epochs": 100, "finetune_epochs": 100, "encoder_hiddens": [4, 32], **SYN,
                   "codebook_sizes": [2**i for i in range(4, 17, 2)], "token_dim": 32, "channels": 128,
                   "residual_channels": 64, "cifar_pretrain_epochs": 150, "cifar_finetune_epochs": 150,
-                  "cifar_scratch_epochs": 300, "kmeans_vectors": None, "cifar10": None, "device": "auto"},
+                  "cifar_scratch_epochs": 300, "cifar_seeds": [0], "train_images": None, "kmeans_vectors": None,
+                  "cifar10": None, "device": "auto"},
     },
 }
 
@@ -281,7 +294,8 @@ def _check_value(name, value, default):
     if isinstance(default, list):
         if not isinstance(value, list):
             raise ConfigError(f"parameter {name!r} must be a list like {default!r}, got {_type_name(value)} "
-                              f"{value!r} (with papermill: -p {name} \"{default!r}\")")
+                              f"{value!r} (vqpaper run: -p {name} \"{default!r}\"; "
+                              f"papermill: -y \"{name}: {default!r}\")")
         if not value:
             raise ConfigError(f"parameter {name!r} must not be empty")
         elem = type(default[0])
@@ -309,6 +323,13 @@ def _check_value(name, value, default):
         raise ConfigError(f"parameter {name!r} must be positive, got {value!r}")
 
 
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text
+
+
 def notebook_config(notebook: str, profile: str = "ci", **overrides) -> NotebookConfig:
     """Merge the profile preset of ``notebook`` with the non-None ``overrides`` and check them."""
     if notebook not in NOTEBOOK_PROFILES:
@@ -323,6 +344,8 @@ def notebook_config(notebook: str, profile: str = "ci", **overrides) -> Notebook
     for name, value in overrides.items():
         if value is None:
             continue
+        if isinstance(preset[name], list) and isinstance(value, str):
+            value = _literal(value)  # papermill -p passes "[16, 256]" as text
         _check_value(name, value, preset[name])
         cfg[name] = float(value) if isinstance(preset[name], float) else value
     for a, b in (("dims", "token_dims"),):

@@ -137,3 +137,135 @@ def histogram_panel(result: RunResult, title: str) -> dict:
 def reconstruction_panel(result: RunResult, title: str) -> dict:
     a = result.arrays
     return {"title": title, "X": a["X"], "X_hat": a["X_hat"], "y": a["y"]}
+
+
+# --------------------------------------------------------------------------------------
+# 01 preliminaries, Fig. 2: the encoder outputs the tokens are initialised from
+# --------------------------------------------------------------------------------------
+#: Fig. 2's name for the encoder whose outputs a run's K-means initialisation saw.
+ENCODER_OF_METHOD = {"scratch": "untrained", "pretrained": "trained"}
+
+
+def encoder_output_configs(cfg: NotebookConfig) -> list[SyntheticRun]:
+    """Fig. 2 runs, per seed: one ``scratch`` run and one ``pretrained`` run (01_preliminaries).
+
+    Only ``arrays["Z_init"]`` is used (``train._init_codebook``): for the scratch run the
+    untrained encoder's outputs, for the pretrained run the encoder's outputs after
+    autoencoder pretraining. Both are taken before the first VQ step, so the VQ epochs that
+    follow (``scratch_epochs``, ``finetune_epochs``) do not change them.
+    """
+    out = []
+    for seed in cfg.seeds:
+        common = dict(dim=cfg.dim, token_dim=cfg.token_dim, n_per_cluster=cfg.n_per_cluster,
+                      data_seed=cfg.data_seed, seed=seed, device=cfg.device)
+        out.append(SyntheticRun(method="scratch", epochs=cfg.scratch_epochs, **common).validate())
+        out.append(SyntheticRun(method="pretrained", pretrain_epochs=cfg.pretrain_epochs,
+                                finetune_epochs=cfg.finetune_epochs, **common).validate())
+    return out
+
+
+def encoder_output_rows(results: Sequence[RunResult], prominence: float = 0.05) -> list[dict]:
+    """Per run: seed, encoder (untrained / trained), range and KDE peak count of ``Z_init``."""
+    from . import metrics as M
+
+    out = []
+    for r in results:
+        z = r.arrays["Z_init"].reshape(-1)
+        out.append({"seed": r.config["seed"], "encoder": ENCODER_OF_METHOD[r.config["method"]],
+                    "range": float(r.metrics["init_range"]), "min": float(z.min()), "max": float(z.max()),
+                    "peaks": M.count_peaks(z, prominence=prominence)})
+    return out
+
+
+def encoder_output_panel(result: RunResult, title: str) -> dict:
+    """``Z_init`` (all latents, all coordinates) for plots.plot_encoder_outputs."""
+    return {"title": title, "embeddings": result.arrays["Z_init"].reshape(-1)}
+
+
+def untrained_embeddings(cfg: NotebookConfig, seed: int):
+    """The data and the outputs of a freshly initialised encoder (``[N * latents, token_dim]``)."""
+    import torch
+
+    from .data import make_clusters
+    from .models import MLPVQVAE
+
+    X, y = make_clusters(cfg.n_per_cluster, cfg.dim, seed=cfg.data_seed)
+    torch.manual_seed(seed)
+    model = MLPVQVAE(cfg.dim, cfg.token_dim)
+    with torch.no_grad():
+        z = model.encode(torch.from_numpy(X)).reshape(-1, cfg.token_dim)
+    return X, y, z
+
+
+# --------------------------------------------------------------------------------------
+# 03 tokens collapse on CIFAR-10 and 04 embeddings collapse: sweeps and their claims
+# --------------------------------------------------------------------------------------
+def with_params(cfg: NotebookConfig, **changes) -> NotebookConfig:
+    """A copy of ``cfg`` with some values changed (04: the CIFAR runs have their own seeds)."""
+    return NotebookConfig({**cfg, **changes})
+
+
+def label_rows(rows_: Sequence[dict], name: str, template: str) -> list[dict]:
+    """Add ``name = template.format(**row)`` to every row (e.g. ``"scratch, hidden 4"``: one plot hue)."""
+    for row in rows_:
+        row[name] = template.format(**row)
+    return list(rows_)
+
+
+def per_seed_at(results: Sequence[RunResult], metric: str, key: str, values: Iterable, **where) -> list[float]:
+    """``metric`` per seed at each of ``values`` of ``key``, concatenated in that order.
+
+    Two calls that differ only in ``where`` (e.g. the method) line up pair by pair for
+    ``claims.paired``, even over several codebook sizes.
+    """
+    return [v for value in values for v in per_seed(results, metric, **{key: value}, **where)]
+
+
+def per_seed_ratio(results: Sequence[RunResult], metric: str, key: str, top, bottom, **where) -> list[float]:
+    """Per seed: ``metric`` at ``key=top`` divided by ``metric`` at ``key=bottom`` (growth along a sweep)."""
+    hi = per_seed(results, metric, **{key: top}, **where)
+    lo = per_seed(results, metric, **{key: bottom}, **where)
+    return [h / l if l else float("nan") for h, l in zip(hi, lo)]
+
+
+# --------------------------------------------------------------------------------------
+# 05 SimVQ comparison: one name per recipe, and verdict words computed from the claims
+# --------------------------------------------------------------------------------------
+RECIPE_NAMES = {("simvq", "scratch"): "SimVQ", ("simvq", "pretrained"): "SimVQ pretrained",
+                ("ema", "scratch"): "EMA scratch", ("ema", "pretrained"): "EMA pretrained"}
+
+
+def recipe_of(config: dict) -> str:
+    """A run's quantizer and method as one name: "SimVQ", "EMA scratch" or "EMA pretrained"."""
+    return RECIPE_NAMES[(config["quantizer"], config["method"])]
+
+
+def recipe_rows(results: Sequence[RunResult], keys: Sequence[str]) -> list[dict]:
+    """:func:`rows` plus a ``recipe`` column (05: one plot hue per recipe)."""
+    out = rows(results, keys)
+    for row, r in zip(out, results):
+        row["recipe"] = recipe_of(r.config)
+    return out
+
+
+def _majority(checks) -> bool:
+    return bool(checks) and 2 * sum(c.held for c in checks) > len(checks)
+
+
+def cure_verdict(vs_scratch, vs_pretrained) -> str:
+    """Does SimVQ cure a collapse? Words for the book, from two lists of ``claims.Claim``.
+
+    ``vs_scratch``: "SimVQ beats EMA-VQ from scratch" checks; ``vs_pretrained``: "SimVQ beats
+    EMA-VQ with pretraining" checks. A majority of the latter held: "cures"; else a majority
+    of the former: "eases but does not cure"; else "does not ease".
+    """
+    if _majority(vs_pretrained):
+        return "cures"
+    if _majority(vs_scratch):
+        return "eases but does not cure"
+    return "does not ease"
+
+
+def persists_verdict(checks) -> str:
+    """Embeddings collapse under SimVQ: "persists" when a majority of "h32 beats h4" checks held."""
+    return "persists" if _majority(checks) else "does not show"
