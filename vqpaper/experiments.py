@@ -128,10 +128,8 @@ def histogram_panel(result: RunResult, title: str) -> dict:
     a = result.arrays
     used = np.zeros(a["codebook"].shape[0], dtype=bool)
     used[np.unique(a["indices"])] = True
-    # token_dim > 1: every coordinate of a token is one point of the 1-D histogram
-    used = np.repeat(used, a["codebook"].shape[1])
-    return {"title": title, "embeddings": a["Z"].reshape(-1), "tokens": a["codebook"].reshape(-1),
-            "used_tokens": used}
+    # plots.plot_histograms flattens [K, D] tokens itself and counts used *tokens*, not coordinates
+    return {"title": title, "embeddings": a["Z"].reshape(-1), "tokens": a["codebook"], "used_tokens": used}
 
 
 def reconstruction_panel(result: RunResult, title: str) -> dict:
@@ -269,3 +267,12 @@ def cure_verdict(vs_scratch, vs_pretrained) -> str:
 def persists_verdict(checks) -> str:
     """Embeddings collapse under SimVQ: "persists" when a majority of "h32 beats h4" checks held."""
     return "persists" if _majority(checks) else "does not show"
+
+
+def cifar_data_description(data, results: Sequence[RunResult]) -> str:
+    """``data.description``, plus how many training images the runs used when ``train_images`` cut it."""
+    used = sorted({int(r.metrics["n_train"]) for r in results})
+    if used and used != [data.n_train]:
+        counts = " or ".join(f"{n:,}" for n in used)
+        return f"{data.description}; the runs trained on a class-stratified subset of {counts} of its training images"
+    return data.description
