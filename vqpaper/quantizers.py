@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .search_cpu import CPU_TILE, nearest_token_cpu
 
 # Peak size of the distance tile in the nearest-token search, in matrix elements
 # (2**22 float32 = 16 MiB). Independent of the codebook size: see `nearest_token`.
 DEFAULT_CHUNK_SIZE = 2**22
-# Codebook columns per tile. Small enough that a tile of rows stays in cache,
+# Codebook columns per tile on accelerators. Small enough that a tile of rows stays in cache,
 # large enough that each matmul is efficient.
 _K_BLOCK = 4096
 
@@ -52,7 +53,9 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEF
     ``||z - t||^2 = ||z||^2 - 2 z.t + ||t||^2``; the ``||z||^2`` term is the same for every
     token, so the search only needs ``||t||^2 - 2 z.t``: one matmul (``addmm``) per tile.
     The ``N x S`` distance matrix is never materialised: rows and codebook columns are tiled
-    so that no temporary holds more than ``chunk_size`` elements, whatever ``S`` is.
+    so that no temporary holds more than ``chunk_size`` elements, whatever ``S`` is (on CPU
+    the tiles are further capped at a cache-sized ``CPU_TILE``, see ``vqpaper/search_cpu.py``). Ties go to the lowest
+    index, as in a plain ``argmin`` over all tokens.
     """
     if z.dim() != 2 or codebook.dim() != 2 or z.shape[1] != codebook.shape[1]:
         raise ConfigError(
@@ -60,8 +63,11 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEF
             f"got {tuple(z.shape)} and {tuple(codebook.shape)}"
         )
     _check_positive_int("chunk_size", chunk_size)
-    n, k = z.shape[0], codebook.shape[0]
     z = z.to(codebook.dtype)
+    if z.device.type == "cpu" and codebook.dtype in (torch.float32, torch.float64):
+        # the same search, tuned for CPU caches (see vqpaper/search_cpu.py); exact same indices
+        return nearest_token_cpu(z, codebook, min(chunk_size, CPU_TILE))
+    n, k = z.shape[0], codebook.shape[0]
     k_block = min(k, _K_BLOCK, chunk_size)
     rows = max(1, min(n, chunk_size // k_block))
     t_sq = codebook.pow(2).sum(1)  # ||t_k||^2, [K]
@@ -96,9 +102,12 @@ def kmeans(vectors: torch.Tensor, k: int, iters: int = 10, seed: int = 0,
 
     Centres start at ``k`` distinct randomly chosen vectors. A cluster that empties keeps
     its previous centre (a real data point), so no token is ever left at the origin.
-    With fewer distinct vectors than tokens we cannot place ``k`` distinct centres: the
-    surplus tokens are copies of randomly drawn vectors plus small Gaussian noise (scaled
-    to the data's spread), and a warning says how many.
+    With fewer distinct vectors than tokens we cannot place ``k`` distinct centres: every
+    distinct vector becomes a centre, the surplus tokens are copies of randomly drawn vectors
+    plus small Gaussian noise (scaled to the data's spread), a warning says how many, and the
+    Lloyd steps are skipped. They could not lower the distortion (already zero), and a step
+    would move any surplus token that wins a vector by float rounding onto that vector,
+    silently duplicating a token (seen: 121 duplicates for 1,000 vectors into 65,536 tokens).
     """
     _check_positive_int("k", k)
     if vectors.dim() != 2 or vectors.shape[0] == 0:
@@ -108,18 +117,26 @@ def kmeans(vectors: torch.Tensor, k: int, iters: int = 10, seed: int = 0,
     vectors = vectors.float()
     n, d = vectors.shape
     g = torch.Generator(device="cpu").manual_seed(seed)
-    if n >= k:
-        centres = vectors[torch.randperm(n, generator=g)[:k].to(vectors.device)].clone()
+    distinct = _distinct_rows(vectors)  # == vectors (same order) when no vector repeats
+    m = distinct.shape[0]
+    if m >= k:
+        centres = distinct[torch.randperm(m, generator=g)[:k].to(vectors.device)].clone()
     else:
+        what = f"{n:,} vectors" if m == n else f"{m:,} distinct vector{'s' if m != 1 else ''} (of {n:,})"
         warnings.warn(
-            f"K-means initialisation: only {n:,} vectors for {k:,} tokens; the {k - n:,} surplus "
-            f"tokens start as randomly drawn vectors plus small noise (they cannot be distinct centroids)",
+            f"K-means initialisation: only {what} for {k:,} tokens; the {k - m:,} surplus "
+            f"tokens start as randomly drawn vectors plus small noise (they cannot be distinct centroids); "
+            f"each distinct vector is a centre, so the Lloyd iterations are skipped",
             stacklevel=2,
         )
-        extra = vectors[torch.randint(n, (k - n,), generator=g).to(vectors.device)]
-        scale = 1e-3 * vectors.std(0, unbiased=False).clamp_min(1e-6)
-        noise = torch.randn(k - n, d, generator=g).to(vectors.device) * scale
-        centres = torch.cat([vectors, extra + noise])
+        extra = distinct[torch.randint(m, (k - m,), generator=g).to(vectors.device)]
+        # noise ~1e-3 of the spread; for (nearly) constant data ~1e-6 of the values, so that the
+        # copies still differ from their vector in float32
+        spread = torch.maximum(vectors.std(0, unbiased=False), 1e-3 * vectors.abs().amax(0))
+        scale = 1e-3 * spread.clamp_min(1e-6)
+        noise = torch.randn(k - m, d, generator=g).to(vectors.device) * scale
+        centres = torch.cat([distinct, extra + noise])
+        iters = 0
     counts = torch.zeros(k, device=vectors.device)
     for _ in range(iters):
         idx, _ = nearest_token(vectors, centres, chunk_size)  # r_jk of eq. (2)
@@ -130,6 +147,17 @@ def kmeans(vectors: torch.Tensor, k: int, iters: int = 10, seed: int = 0,
     idx, _ = nearest_token(vectors, centres, chunk_size)
     counts = torch.bincount(idx, minlength=k).float()
     return centres, counts
+
+
+def _distinct_rows(vectors: torch.Tensor) -> torch.Tensor:
+    """The distinct rows of ``vectors`` in order of first occurrence (``vectors`` itself if all differ)."""
+    uniq, inverse = torch.unique(vectors, dim=0, return_inverse=True)
+    if uniq.shape[0] == vectors.shape[0]:
+        return vectors
+    n = vectors.shape[0]
+    first = torch.full((uniq.shape[0],), n, dtype=torch.long, device=vectors.device)
+    first.scatter_reduce_(0, inverse, torch.arange(n, device=vectors.device), reduce="amin")
+    return vectors[first.sort().values]
 
 
 # --------------------------------------------------------------------------------------
@@ -198,7 +226,7 @@ class EMAQuantizer(nn.Module):
         # token that has received nothing for a long time does not divide by ~0.
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
-        self.codebook.copy_(self.embed_sum / smoothed[:, None])          # eq. (5)
+        torch.div(self.embed_sum, smoothed[:, None], out=self.codebook)  # eq. (5)
 
     def forward(self, z: torch.Tensor):
         if z.shape[-1] != self.token_dim:

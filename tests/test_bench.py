@@ -1,0 +1,154 @@
+"""Issue 5: the nearest-token search is exact and chunk-bounded at K = 65,536; K-means with fewer
+vectors than tokens; the quantizer benchmark runs (``--quick``) and writes its JSON."""
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from vqpaper.quantizers import DEFAULT_CHUNK_SIZE, EMAQuantizer, kmeans, nearest_token
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _assert_matches_cdist(z, codebook, idx, dist):
+    """Same indices as ``cdist(...).argmin`` except where two tokens are tied (to float32 rounding)."""
+    d_all = torch.cdist(z.double(), codebook.double()).pow(2)
+    ref = d_all.argmin(1)
+    differ = idx != ref
+    d_ours = d_all.gather(1, idx[:, None]).squeeze(1)
+    d_ref = d_all.gather(1, ref[:, None]).squeeze(1)
+    assert (d_ours[differ] - d_ref[differ]).abs().max().item() < 1e-4 if differ.any() else True
+    assert differ.float().mean() < 0.02
+    torch.testing.assert_close(dist.double(), d_ours, atol=1e-3, rtol=1e-4)
+
+
+# (a) exactness at every chunk size, K up to 65,536
+CASES = [(k, c) for k in (1, 3, 511, 513, 4096, 65536)
+         for c in (1, 7, 97, 512, 4096 * 3 + 5, 2**18, 2**18 + 1, DEFAULT_CHUNK_SIZE)
+         if 64 * k // c <= 100_000]
+
+
+@pytest.mark.parametrize("k,chunk_size", CASES)
+def test_nearest_token_equals_cdist_argmin(k, chunk_size):
+    g = torch.Generator().manual_seed(k + chunk_size)
+    z, codebook = torch.randn(64, 8, generator=g), torch.randn(k, 8, generator=g)
+    idx, dist = nearest_token(z, codebook, chunk_size=chunk_size)
+    assert idx.shape == (64,) and idx.dtype == torch.long
+    _assert_matches_cdist(z, codebook, idx, dist)
+
+
+@pytest.mark.parametrize("chunk_size", [97, 4096, DEFAULT_CHUNK_SIZE])
+def test_nearest_token_ties_go_to_the_first_token(chunk_size):
+    """Exact duplicates across and within codebook blocks: the lowest index wins, like argmin."""
+    g = torch.Generator().manual_seed(1)
+    k = 65536
+    codebook = torch.randn(k, 4, generator=g)
+    z = torch.randn(32, 4, generator=g)
+    codebook[[700, 5000, k - 1]] = z[0]   # three exact copies of z[0], in different blocks
+    codebook[[10, 11]] = z[1]             # two adjacent copies of z[1], in one block
+    idx, dist = nearest_token(z, codebook, chunk_size=chunk_size)
+    assert idx[0] == 700 and idx[1] == 10
+    assert dist[0] < 1e-5 and dist[1] < 1e-5
+    _assert_matches_cdist(z, codebook, idx, dist)
+
+
+# (b) peak extra memory of the search: every tile <= chunk_size, independent of K
+class _Sizes(TorchDispatchMode):
+    """Records the element count of every tensor an aten op allocates (views excluded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor):
+                    self.sizes.append((str(func), t.numel()))
+        return out
+
+
+@pytest.mark.parametrize("chunk_size", [3000, 4096, 2**16, DEFAULT_CHUNK_SIZE])
+def test_nearest_token_tiles_never_exceed_chunk_size(monkeypatch, chunk_size):
+    n, k, d = 512, 65536, 8
+    g = torch.Generator().manual_seed(0)
+    z, codebook = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
+    tiles = []
+    real_addmm = torch.addmm
+
+    def recording_addmm(*args, **kwargs):
+        out = real_addmm(*args, **kwargs)
+        tiles.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch, "addmm", recording_addmm)
+    with _Sizes() as sizes:
+        idx, _ = nearest_token(z, codebook, chunk_size=chunk_size)
+    monkeypatch.undo()
+    assert tiles and max(tiles) <= chunk_size, (max(tiles), chunk_size)
+    # every temporary, not only the matmul tiles: at most a tile, or the size of the inputs
+    # (||t||^2 squares the codebook once), never anything like N x K
+    biggest = max(sizes.sizes, key=lambda s: s[1])
+    assert biggest[1] <= max(chunk_size, n * d, k * d), biggest
+    assert n * k > 4 * max(chunk_size, n * d, k * d)  # the bound means something at these sizes
+    ref = torch.cat([torch.addmm(codebook.pow(2).sum(1), z[r:r + 256], codebook.T, alpha=-2).argmin(1)
+                     for r in range(0, n, 256)])
+    assert (idx != ref).float().mean() < 0.01
+
+
+# (c) K-means with fewer vectors than tokens at K = 65,536
+def test_kmeans_fewer_vectors_than_tokens_warns_and_keeps_tokens_distinct():
+    g = torch.Generator().manual_seed(0)
+    vectors = torch.randn(1000, 8, generator=g)
+    started = time.perf_counter()
+    with pytest.warns(UserWarning, match=r"only 1,000 vectors for 65,536 tokens.*64,536 surplus"):
+        centres, counts = kmeans(vectors, 65536, iters=10, seed=0)
+    elapsed = time.perf_counter() - started
+    assert centres.shape == (65536, 8) and counts.shape == (65536,)
+    assert torch.isfinite(centres).all()
+    assert torch.unique(centres, dim=0).shape[0] == 65536           # pairwise distinct
+    assert centres.norm(dim=1).min() > 1e-3                          # no token left at the origin
+    assert counts.sum() == 1000
+    # every vector is a centre (distance 0); the surplus tokens are near, not on, data points
+    surplus_gap = torch.cdist(centres[1000:].double(), vectors.double()).min(1).values
+    assert (surplus_gap > 0).all() and surplus_gap.max() < 0.1
+    assert elapsed < 60, f"K-means took {elapsed:.1f} s"  # ~2 s on an idle core
+
+
+def test_ema_batch_init_at_65536_tokens_with_a_small_batch():
+    q = EMAQuantizer(65536, 8, kmeans_init="batch", seed=0).train()
+    z = torch.randn(1000, 8, generator=torch.Generator().manual_seed(3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, idx, loss = q(z)
+    assert any("surplus" in str(w.message) for w in caught)
+    assert torch.unique(q.codebook, dim=0).shape[0] == 65536 and torch.isfinite(q.codebook).all()
+    assert torch.isfinite(loss) and idx.unique().numel() > 900
+
+
+# (d) the benchmark itself, on tiny sizes
+def test_quantizer_benchmark_quick_writes_json(tmp_path):
+    pytest.importorskip("vector_quantize_pytorch")  # the reference (test extra)
+    out = tmp_path / "quantizer.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quantizer.py"), "--quick", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert isinstance(rows, list) and len(rows) == 2 * 2 * 1  # (ema, simvq) x K in (64, 512) x D=8
+    required = {"quantizer", "K", "D", "N", "ours_s", "reference_s", "bound_s", "ours_peak_mb", "reference_peak_mb"}
+    for row in rows:
+        assert required <= row.keys()
+        assert row["quantizer"] in ("ema", "simvq")
+        assert all(row[key] is not None and row[key] > 0 for key in ("ours_s", "reference_s", "bound_s"))
+        assert row["ours_peak_mb"] >= 0 and row["reference_peak_mb"] >= 0
+        assert row["index_mismatches_beyond_ties"] == 0
+    assert {(r["quantizer"], r["K"]) for r in rows} == {(q, k) for q in ("ema", "simvq") for k in (64, 512)}
+    assert "verdict:" in proc.stdout and "speed-up" in proc.stdout
