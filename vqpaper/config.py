@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import ast
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, check_positive_int
+from .quantizers import KMEANS_INIT, QUANTIZERS
 
 PROFILES = ("ci", "paper")
-QUANTIZERS = ("ema", "simvq")
 METHODS = ("scratch", "pretrained")
-KMEANS_INIT = ("dataset", "batch", "none")
 MAX_CODEBOOK = 2**20  # above ~1M tokens the EMA buffers alone outgrow a workstation
-
-
-def _pos_int(name, v, maximum=None):
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-    if maximum is not None and v > maximum:
-        raise ConfigError(f"{name}={v:,} is too large (at most {maximum:,} is supported here)")
 
 
 def _nonneg_int(name, v):
@@ -60,14 +52,14 @@ class _RunConfig:
     """Shared validation for the run dataclasses."""
 
     def _validate_common(self):
-        _pos_int("codebook_size", self.codebook_size, MAX_CODEBOOK)
-        _pos_int("token_dim", self.token_dim)
+        check_positive_int("codebook_size", self.codebook_size, MAX_CODEBOOK)
+        check_positive_int("token_dim", self.token_dim)
         check_codebook_memory(self.codebook_size, self.token_dim)
         _choice("quantizer", self.quantizer, QUANTIZERS)
         _choice("method", self.method, METHODS)
         _choice("kmeans_init", self.kmeans_init, KMEANS_INIT)
         for name in ("epochs", "pretrain_epochs", "finetune_epochs", "batch_size", "kmeans_iters"):
-            _pos_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         _nonneg_int("seed", self.seed)
         _nonneg_int("data_seed", self.data_seed)
         _pos_float("lr", self.lr)
@@ -76,9 +68,6 @@ class _RunConfig:
         if not (isinstance(self.decay, float) and 0 < self.decay < 1):
             raise ConfigError(f"decay must be a float in (0, 1), got {self.decay!r}")
         resolve_device(self.device)
-
-    def key(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -110,7 +99,7 @@ class SyntheticRun(_RunConfig):
     def validate(self):
         self._validate_common()
         for name in ("dim", "encoder_hidden", "decoder_hidden", "n_per_cluster", "n_clusters"):
-            _pos_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.dim % self.token_dim:
             raise ConfigError(f"token_dim={self.token_dim} must divide dim={self.dim} "
                               f"(allowed: {[t for t in range(1, self.dim + 1) if self.dim % t == 0]})")
@@ -146,10 +135,10 @@ class CifarRun(_RunConfig):
     def validate(self):
         self._validate_common()
         for name in ("channels", "residual_channels"):
-            _pos_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         for name in ("encoder_channels", "train_images", "kmeans_vectors"):
             if getattr(self, name) is not None:
-                _pos_int(name, getattr(self, name))
+                check_positive_int(name, getattr(self, name))
         return self
 
 
@@ -198,7 +187,7 @@ def set_threads(n: Optional[int] = None) -> int:
     if n is None:
         env = os.environ.get("VQPAPER_THREADS")
         n = int(env) if env else free_cores()
-    _pos_int("threads", n)
+    check_positive_int("threads", n)
     torch.set_num_threads(n)
     return n
 
@@ -312,7 +301,7 @@ def _check_value(name, value, default):
                 _nonneg_int("seeds element", v)
         elif any(p in name for p in _POSITIVE):
             for v in value:
-                _pos_int(f"{name} element", v, MAX_CODEBOOK if "codebook" in name else None)
+                check_positive_int(f"{name} element", v, MAX_CODEBOOK if "codebook" in name else None)
         return
     if isinstance(default, bool) or isinstance(value, bool):
         if type(value) is not type(default):
@@ -366,8 +355,4 @@ def notebook_config(notebook: str, profile: str = "ci", **overrides) -> Notebook
     cfg["device"] = resolve_device(cfg["device"])
     cfg["profile"] = profile
     return cfg
-
-
-def run_fields(cls) -> list[str]:
-    return [f.name for f in fields(cls)]
 

@@ -23,3 +23,11 @@ class TrainingDiverged(VQPaperError, RuntimeError):
     def __init__(self, message, history=None):
         super().__init__(message)
         self.history = list(history or [])
+
+
+def check_positive_int(name, value, maximum=None):
+    """Raise ConfigError unless ``value`` is an int (not a bool) in ``1..maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value:,} is too large (at most {maximum:,} is supported here)")

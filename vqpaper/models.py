@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, check_positive_int
 
 
 @dataclass
@@ -48,11 +48,6 @@ class _VQVAE(nn.Module):
         return ModelOutput(self.decode(quantized), z, quantized, indices, loss)
 
 
-def _check(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
 class MLPVQVAE(_VQVAE):
     """Synthetic-data VQ-VAE: encoder d -> H -> H -> d, decoder d -> 32 -> 32 -> d (ReLU).
 
@@ -67,7 +62,7 @@ class MLPVQVAE(_VQVAE):
         super().__init__()
         for name, v in [("dim", dim), ("token_dim", token_dim), ("encoder_hidden", encoder_hidden),
                         ("decoder_hidden", decoder_hidden)]:
-            _check(name, v)
+            check_positive_int(name, v)
         if dim % token_dim:
             raise ConfigError(f"token_dim={token_dim} must divide the data dimension dim={dim} "
                               f"(allowed: {[t for t in range(1, dim + 1) if dim % t == 0]})")
@@ -118,7 +113,7 @@ class ConvVQVAE(_VQVAE):
         encoder_channels = channels if encoder_channels is None else encoder_channels
         for name, v in [("token_dim", token_dim), ("channels", channels), ("residual_channels", residual_channels),
                         ("encoder_channels", encoder_channels), ("n_residual", n_residual)]:
-            _check(name, v)
+            check_positive_int(name, v)
         self.token_dim = token_dim
         e, eh = encoder_channels, max(1, encoder_channels // 2)
         enc_res = max(1, min(residual_channels, e))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, check_positive_int
 from .search_cpu import CPU_TILE, nearest_token_cpu
 
 # Peak size of the distance tile in the nearest-token search, in matrix elements
@@ -34,13 +34,6 @@ _K_BLOCK = 4096
 
 QUANTIZERS = ("ema", "simvq")
 KMEANS_INIT = ("dataset", "batch", "none")
-
-
-def _check_positive_int(name, value, limit=None):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if limit is not None and value > limit:
-        raise ConfigError(f"{name}={value:,} is larger than the supported maximum {limit:,}")
 
 
 # --------------------------------------------------------------------------------------
@@ -62,7 +55,7 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEF
             f"nearest_token needs z [N, D] and codebook [K, D] with the same D, "
             f"got {tuple(z.shape)} and {tuple(codebook.shape)}"
         )
-    _check_positive_int("chunk_size", chunk_size)
+    check_positive_int("chunk_size", chunk_size)
     z = z.to(codebook.dtype)
     if z.device.type == "cpu" and codebook.dtype in (torch.float32, torch.float64):
         # the same search, tuned for CPU caches (see vqpaper/search_cpu.py); exact same indices
@@ -109,7 +102,7 @@ def kmeans(vectors: torch.Tensor, k: int, iters: int = 10, seed: int = 0,
     would move any surplus token that wins a vector by float rounding onto that vector,
     silently duplicating a token (seen: 121 duplicates for 1,000 vectors into 65,536 tokens).
     """
-    _check_positive_int("k", k)
+    check_positive_int("k", k)
     if vectors.dim() != 2 or vectors.shape[0] == 0:
         raise ConfigError(f"kmeans needs a non-empty [N, D] tensor, got shape {tuple(vectors.shape)}")
     if not torch.isfinite(vectors).all():
@@ -181,8 +174,8 @@ class EMAQuantizer(nn.Module):
                  kmeans_init: str = "dataset", kmeans_iters: int = 10, eps: float = 1e-5,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0):
         super().__init__()
-        _check_positive_int("codebook_size", codebook_size, limit=2**24)
-        _check_positive_int("token_dim", token_dim)
+        check_positive_int("codebook_size", codebook_size, maximum=2**24)
+        check_positive_int("token_dim", token_dim)
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"decay must be in (0, 1), got {decay!r}")
         if not beta >= 0:
@@ -265,8 +258,8 @@ class SimVQQuantizer(nn.Module):
     def __init__(self, codebook_size: int, token_dim: int, beta: float = 0.25,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0, **_ignored):
         super().__init__()
-        _check_positive_int("codebook_size", codebook_size, limit=2**24)
-        _check_positive_int("token_dim", token_dim)
+        check_positive_int("codebook_size", codebook_size, maximum=2**24)
+        check_positive_int("token_dim", token_dim)
         if not beta >= 0:
             raise ConfigError(f"beta must be >= 0, got {beta!r}")
         self.codebook_size, self.token_dim, self.beta, self.chunk_size = codebook_size, token_dim, beta, chunk_size

@@ -140,19 +140,3 @@ def use_cache_default() -> bool:
     """``VQPAPER_NO_CACHE=1`` turns the store off (the determinism test uses it)."""
     return os.environ.get("VQPAPER_NO_CACHE", "") not in ("1", "true", "yes")
 
-
-def results_table(results: list[RunResult], keys: Iterable[str], metrics: Iterable[str]):
-    """One row per run: the chosen config keys and metrics (a pandas DataFrame)."""
-    import pandas as pd
-
-    keys, metrics = list(keys), list(metrics)
-    return pd.DataFrame([{**{k: r.config[k] for k in keys}, **{m: r.metrics.get(m, np.nan) for m in metrics}}
-                         for r in results])
-
-
-def aggregate(table, by: list[str], metrics: list[str]):
-    """Mean and standard deviation over seeds (columns ``<metric>_mean``, ``<metric>_std``)."""
-    g = table.groupby(by, sort=False)[metrics]
-    mean, std = g.mean(), g.std(ddof=0)
-    out = mean.add_suffix("_mean").join(std.add_suffix("_std")).reset_index()
-    return out
