@@ -319,15 +319,13 @@ book.glue_text("pre.pretrain_epochs", str(cfg.pretrain_epochs))
 book.glue_text("pre.vq_epochs", span(sorted({cfg.scratch_epochs, cfg.finetune_epochs})))
 book.glue_text("pre.dim", str(cfg.dim))
 book.glue_text("pre.token_dim", str(cfg.token_dim))
-results.record("fig-encoder-outputs",
+ex.record(cfg, "fig-encoder-outputs",
                {"per_run": enc, "input_peaks": input_peaks, "n_clusters": n_clusters,
                 "summary": {"untrained_range": {"mean": float(np.mean(u_range)), "std": float(np.std(u_range))},
                             "trained_range": {"mean": float(np.mean(t_range)), "std": float(np.std(t_range))},
                             "range_ratio": {"mean": float(np.mean(ratios)), "std": float(np.std(ratios)),
                                             "per_seed": ratios},
-                            "untrained_peaks": u_peaks, "trained_peaks": t_peaks}},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.seeds,
-               started=cfg.started, device=cfg.device)
+                            "untrained_peaks": u_peaks, "trained_peaks": t_peaks}})
 
 # %% [markdown]
 # Over {glue:text}`pre.n_seeds` seeds, the untrained encoder's outputs span
@@ -373,8 +371,7 @@ for c in checks:
     book.glue_text(f"claim.{c.id}", c.verdict)
 n_held = sum(c.held for c in checks)
 book.glue_text("pre.claims.summary", f"{n_held} of {len(checks)}")
-results.record("fig-encoder-outputs-claims", {c.id: c.as_dict() for c in checks}, notebook=cfg.notebook,
-               params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.seeds, started=cfg.started, device=cfg.device)
+ex.record(cfg, "fig-encoder-outputs-claims", {c.id: c.as_dict() for c in checks})
 claims.table(checks)
 
 # %% [markdown]

@@ -114,20 +114,14 @@ fig = plots.plot_metric_bars(table, ["perplexity", "alloc_entropy", "min_tokens_
                              group="dim", hue="method")
 book.figure(fig, "fig-tokens-collapse-synthetic-metrics")
 agg = ex.summary(table, ["dim", "method"], METRICS)
-results.record("fig-tokens-collapse-synthetic-metrics", {"summary": agg}, notebook=cfg.notebook,
-               params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.seeds, started=cfg.started,
-               device=cfg.device)
-results.record("fig-tokens-collapse-synthetic-histograms",
+ex.record(cfg, "fig-tokens-collapse-synthetic-metrics", {"summary": agg})
+ex.record(cfg, "fig-tokens-collapse-synthetic-histograms",
                {f"{r.config['dim']}d/{r.config['method']}": {"tokens_used": int(r.metrics["distinct_code_tuples"]),
                                                              "perplexity": r.metrics["perplexity"]}
-                for r in ex.select(runs, seed=first)},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=[first],
-               started=cfg.started, device=cfg.device)
-results.record("fig-tokens-collapse-synthetic-reconstructions",
+                for r in ex.select(runs, seed=first)}, seeds=[first])
+ex.record(cfg, "fig-tokens-collapse-synthetic-reconstructions",
                {f"{r.config['dim']}d/{r.config['method']}": {"coverage": r.metrics["coverage"], "mse": r.metrics["mse"]}
-                for r in ex.select(runs, seed=first)},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=[first],
-               started=cfg.started, device=cfg.device)
+                for r in ex.select(runs, seed=first)}, seeds=[first])
 for d in cfg.dims:
     for m in ("scratch", "pretrained"):
         for metric in ("perplexity", "alloc_entropy", "coverage", "min_tokens_per_cluster"):
@@ -166,8 +160,7 @@ for c in checks:
     book.glue_text(f"claim.{c.id}", c.verdict)
 n_held = sum(c.held for c in checks)
 book.glue_text("tcs.claims.summary", f"{n_held} of {len(checks)}")
-results.record("fig-tokens-collapse-synthetic-claims", {c.id: c.as_dict() for c in checks}, notebook=cfg.notebook,
-               params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.seeds, started=cfg.started, device=cfg.device)
+ex.record(cfg, "fig-tokens-collapse-synthetic-claims", {c.id: c.as_dict() for c in checks})
 claims.table(checks)
 
 # %% [markdown]

@@ -103,10 +103,8 @@ fig = plots.plot_sweep(table, x="codebook_size", ys=["test_mse", "perplexity", "
 book.figure(fig, "fig-tokens-collapse-cifar10")
 agg = ex.summary(table, ["codebook_size", "method"], METRICS)
 n_train, n_test = int(runs[0].metrics["n_train"]), int(runs[0].metrics["n_test"])
-results.record("fig-tokens-collapse-cifar10",
-               {"data": data_used, "n_train": n_train, "n_test": n_test, "summary": agg},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.seeds,
-               started=cfg.started, device=cfg.device)
+ex.record(cfg, "fig-tokens-collapse-cifar10",
+               {"data": data_used, "n_train": n_train, "n_test": n_test, "summary": agg})
 book.glue_text("tcc.n_train", f"{n_train:,}")
 book.glue_text("tcc.n_test", f"{n_test:,}")
 for k in cfg.codebook_sizes:
@@ -143,11 +141,9 @@ for m, figure_id in (("scratch", "fig-tokens-collapse-cifar10-images"),
                                 titles=("test images", f"{m}\nreconstructions"),
                                 suptitle=f"{m}, K = {k_max:,}: test MSE {r.metrics['test_mse']:.4f}")
     book.figure(fig, figure_id)
-    results.record(figure_id, {"data": data_used, "n_train": n_train, "n_test": n_test,
+    ex.record(cfg, figure_id, {"data": data_used, "n_train": n_train, "n_test": n_test,
                                "codebook_size": k_max, "method": m, "test_mse": r.metrics["test_mse"],
-                               "shown_test_images": int(r.arrays["test_images"].shape[0])},
-                   notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=[first],
-                   started=cfg.started, device=cfg.device)
+                               "shown_test_images": int(r.arrays["test_images"].shape[0])}, seeds=[first])
 
 # %% [markdown]
 # ```{glue:figure} fig-tokens-collapse-cifar10-images
@@ -213,11 +209,9 @@ for m in ("scratch", "pretrained"):
     book.glue_text(f"tcc.growth.{m}", f"{sum(growth[m]) / len(growth[m]):.1f}×")
 smallest_gap = ex.per_seed_ratio(runs, "test_mse", "method", "pretrained", "scratch", codebook_size=k_min)
 book.glue_text("tcc.smallest.mse_ratio", f"{sum(smallest_gap) / len(smallest_gap):.3f}")
-results.record("fig-tokens-collapse-cifar10-claims",
+ex.record(cfg, "fig-tokens-collapse-cifar10-claims",
                {"data": data_used, "perplexity_growth": growth, "smallest_mse_ratio": smallest_gap,
-                **{c.id: c.as_dict() for c in checks}},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.seeds,
-               started=cfg.started, device=cfg.device)
+                **{c.id: c.as_dict() for c in checks}})
 claims.table(checks)
 
 # %% [markdown]

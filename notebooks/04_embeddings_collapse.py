@@ -115,17 +115,13 @@ book.figure(fig, "fig-embeddings-collapse-synthetic")
 fig = plots.plot_reconstructions([ex.reconstruction_panel(r, f"{d}-D, hidden {h}") for d, h, r in shown], ncols=2,
                                  suptitle="Data and reconstructions, VQ-VAE from scratch")
 book.figure(fig, "fig-embeddings-collapse-synthetic-reconstructions")
-results.record("fig-embeddings-collapse-synthetic",
+ex.record(cfg, "fig-embeddings-collapse-synthetic",
                {f"{d}d/hidden{h}": {k: r.metrics.get(k) for k in ("embedding_peaks", "peaks_with_tokens",
                                                                  "participation_ratio", "perplexity")}
-                for d, h, r in shown},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=[first],
-               started=cfg.started, device=cfg.device)
-results.record("fig-embeddings-collapse-synthetic-reconstructions",
+                for d, h, r in shown}, seeds=[first])
+ex.record(cfg, "fig-embeddings-collapse-synthetic-reconstructions",
                {f"{d}d/hidden{h}": {k: r.metrics[k] for k in ("coverage", "mse", "min_spread_ratio")}
-                for d, h, r in shown},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=[first],
-               started=cfg.started, device=cfg.device)
+                for d, h, r in shown}, seeds=[first])
 book.glue_text("ec.h_lo", h_lo)
 book.glue_text("ec.h_hi", h_hi)
 
@@ -164,12 +160,8 @@ fig = plots.plot_metric_bars(pre_table, PANEL_METRICS, group="dim", hue="model",
 book.figure(fig, "fig-embeddings-collapse-synthetic-pretrained")
 agg = ex.summary(table, ["dim", "encoder_hidden"], METRICS)
 pre_agg = ex.summary(pre_table, ["dim", "encoder_hidden"], METRICS)
-results.record("fig-embeddings-collapse-synthetic-metrics", {"summary": agg}, notebook=cfg.notebook,
-               params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.seeds, started=cfg.started,
-               device=cfg.device)
-results.record("fig-embeddings-collapse-synthetic-pretrained", {"summary": pre_agg, "scratch_summary": agg},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.seeds,
-               started=cfg.started, device=cfg.device)
+ex.record(cfg, "fig-embeddings-collapse-synthetic-metrics", {"summary": agg})
+ex.record(cfg, "fig-embeddings-collapse-synthetic-pretrained", {"summary": pre_agg, "scratch_summary": agg})
 for setup, summary in (("scratch", agg), ("pretrained", pre_agg)):
     for label, values in summary.items():
         d, h = label.split("/")
@@ -224,10 +216,8 @@ fig = plots.plot_sweep(cifar_table, x="encoder_channels", ys=["test_mse", "perpl
 book.figure(fig, "fig-embeddings-collapse-cifar10")
 cifar_agg = ex.summary(cifar_table, ["encoder_channels"], CIFAR_METRICS)
 n_train, n_test = int(cifar_runs[0].metrics["n_train"]), int(cifar_runs[0].metrics["n_test"])
-results.record("fig-embeddings-collapse-cifar10",
-               {"data": data_used, "n_train": n_train, "n_test": n_test, "summary": cifar_agg},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.cifar_seeds,
-               started=cfg.started, device=cfg.device)
+ex.record(cfg, "fig-embeddings-collapse-cifar10",
+               {"data": data_used, "n_train": n_train, "n_test": n_test, "summary": cifar_agg}, seeds=cfg.cifar_seeds)
 widths = sorted(cfg.encoder_channels, reverse=True)
 book.glue_text("ec.cifar.widest", widths[0])
 book.glue_text("ec.cifar.narrowest", widths[-1])
@@ -309,8 +299,7 @@ for c in checks:
     book.glue_text(f"claim.{c.id}", c.verdict)
 n_held = sum(c.held for c in checks)
 book.glue_text("ec.claims.summary", f"{n_held} of {len(checks)}")
-results.record("fig-embeddings-collapse-claims", {c.id: c.as_dict() for c in checks}, notebook=cfg.notebook,
-               params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.seeds, started=cfg.started, device=cfg.device)
+ex.record(cfg, "fig-embeddings-collapse-claims", {c.id: c.as_dict() for c in checks})
 claims.table(checks)
 
 # %% [markdown]

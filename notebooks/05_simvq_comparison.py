@@ -118,8 +118,7 @@ ex.summary_frame(table, ["dim", "recipe"], METRICS)
 fig = plots.plot_metric_bars(table, METRICS, group="dim", hue="recipe", ncols=2)
 book.figure(fig, "fig-simvq-synthetic")
 agg = ex.summary(table, ["dim", "recipe"], METRICS)
-results.record("fig-simvq-synthetic", {"summary": agg}, notebook=cfg.notebook, params=ex.params_of(cfg),
-               profile=cfg.profile, seeds=cfg.seeds, started=cfg.started, device=cfg.device)
+ex.record(cfg, "fig-simvq-synthetic", {"summary": agg})
 NAMES = {"simvq": "SimVQ", "ema-scratch": "EMA scratch", "ema-pretrained": "EMA pretrained"}
 for d in cfg.dims:
     for key, name in NAMES.items():
@@ -160,12 +159,10 @@ panels = [ex.histogram_panel(ex.select(runs, dim=d, seed=first, **where)[0], f"{
           for d in cfg.dims for key, where in RECIPES.items()]
 fig = plots.plot_histograms(panels, ncols=3, suptitle="Embeddings (histogram) and tokens (rug)")
 book.figure(fig, "fig-simvq-synthetic-histograms")
-results.record("fig-simvq-synthetic-histograms",
+ex.record(cfg, "fig-simvq-synthetic-histograms",
                {f"{d}d/{key}": {m: r.metrics[m] for m in ("usage", "perplexity", "alloc_entropy")}
                 for d in cfg.dims for key, where in RECIPES.items()
-                for r in ex.select(runs, dim=d, seed=first, **where)},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=[first],
-               started=cfg.started, device=cfg.device)
+                for r in ex.select(runs, dim=d, seed=first, **where)}, seeds=[first])
 
 # %% [markdown]
 # ```{glue:figure} fig-simvq-synthetic-histograms
@@ -193,8 +190,7 @@ fig = plots.plot_metric_bars(emb_table, EMB_METRICS, group="dim", hue="encoder",
                              suptitle="SimVQ, narrow against wide encoder")
 book.figure(fig, "fig-simvq-embeddings")
 emb_agg = ex.summary(emb_table, ["dim", "encoder_hidden"], EMB_METRICS)
-results.record("fig-simvq-embeddings", {"summary": emb_agg}, notebook=cfg.notebook, params=ex.params_of(cfg),
-               profile=cfg.profile, seeds=cfg.seeds, started=cfg.started, device=cfg.device)
+ex.record(cfg, "fig-simvq-embeddings", {"summary": emb_agg})
 narrow = min(cfg.encoder_hiddens)
 book.glue_text("svq.emb.narrow", str(narrow))
 book.glue_text("svq.emb.wide", str(wide))
@@ -263,9 +259,7 @@ fig = plots.plot_sweep(cifar_table, x="codebook_size", ys=["codes_used", "perple
                        titles=["codes used (training images)", "perplexity (training images)", "test MSE"])
 book.figure(fig, "fig-simvq-cifar10")
 cifar_agg = ex.summary(cifar_table, ["codebook_size", "recipe"], CIFAR_METRICS)
-results.record("fig-simvq-cifar10", {"data": used, "n_train": n_train, "n_test": n_test, "summary": cifar_agg},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.cifar_seeds,
-               started=cfg.started, device=cfg.device)
+ex.record(cfg, "fig-simvq-cifar10", {"data": used, "n_train": n_train, "n_test": n_test, "summary": cifar_agg}, seeds=cfg.cifar_seeds)
 for k in cfg.codebook_sizes:
     for key, name in NAMES.items():
         for metric, fmt in (("codes_used", ",.0f"), ("usage", ".1%"), ("perplexity", ",.1f"), ("test_mse", ".4f")):
@@ -349,9 +343,7 @@ for c in checks:
 for key, word in verdicts.items():
     book.glue_text(key, word)
 book.glue_text("svq.claims.summary", f"{sum(c.held for c in checks)} of {len(checks)}")
-results.record("fig-simvq-claims", {"claims": {c.id: c.as_dict() for c in checks}, "verdicts": verdicts},
-               notebook=cfg.notebook, params=ex.params_of(cfg), profile=cfg.profile, seeds=cfg.seeds,
-               started=cfg.started, device=cfg.device)
+ex.record(cfg, "fig-simvq-claims", {"claims": {c.id: c.as_dict() for c in checks}, "verdicts": verdicts})
 claims.table(checks)
 
 # %% [markdown]

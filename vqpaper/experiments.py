@@ -276,3 +276,11 @@ def cifar_data_description(data, results: Sequence[RunResult]) -> str:
         counts = " or ".join(f"{n:,}" for n in used)
         return f"{data.description}; the runs trained on a class-stratified subset of {counts} of its training images"
     return data.description
+
+
+def record(cfg: NotebookConfig, figure_id: str, values, seeds=None):
+    """Record a figure's numbers with this notebook's parameters, profile, clock and device."""
+    from . import results
+
+    return results.record(figure_id, values, notebook=cfg.notebook, params=params_of(cfg), profile=cfg.profile,
+                          seeds=cfg.seeds if seeds is None else seeds, started=cfg.started, device=cfg.device)
