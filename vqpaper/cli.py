@@ -258,7 +258,8 @@ def cmd_book(args: argparse.Namespace) -> int:
     bench_path = paths.BUILD / "bench" / "book.json"
     total_started = time.perf_counter()
     timings: dict[str, dict[str, Any]] = {}
-    threads = os.environ.get("VQPAPER_THREADS") or str(max(1, (os.cpu_count() or 1) // args.jobs))
+    from .config import DEFAULT_THREADS
+    threads = os.environ.get("VQPAPER_THREADS") or str(DEFAULT_THREADS)  # per notebook, fixed
     execute_s = 0.0
     if not args.skip_execute:
         overrides = parse_overrides(args.param)
@@ -381,29 +382,33 @@ def _notebook_filter(args: argparse.Namespace) -> list[str] | None:
     return stems
 
 
-def _compare(args: argparse.Namespace):
+def _report(args: argparse.Namespace, mode: str):
     from . import regression
 
     results, references = _dirs(args)
     if not any(results.glob("*.json")):
         raise CLIError(f"no recorded results in {results}; run the notebooks first "
                        f"(`vqpaper book --profile {args.profile}` or `vqpaper run …`)")
-    mismatches = regression.compare_dirs(references, results, notebooks=_notebook_filter(args))
-    return regression, results, references, mismatches
+    report = regression.check_dirs(references, results, notebooks=_notebook_filter(args), mode=mode)
+    return regression, results, references, report
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    regression, results, references, mismatches = _compare(args)
+    regression, results, references, report = _report(args, args.mode)
     if not any(references.glob("*.json")):
         raise CLIError(f"no references in {references}; create them with "
                        f"`vqpaper references --profile {args.profile} --accept`")
     print(f"results {_rel(results)} vs references {_rel(references)}")
-    print(regression.format_table(mismatches))
-    return 1 if mismatches else 0
+    print(regression.format_modes(report))
+    print(regression.format_table(report.mismatches))
+    return 0 if report.ok else 1
 
 
 def cmd_references(args: argparse.Namespace) -> int:
-    regression, results, references, mismatches = _compare(args)
+    # every difference counts here, as in the same environment: accepted references are
+    # the new numbers exactly, with the environment that produced them
+    regression, results, references, report = _report(args, "same")
+    mismatches = report.mismatches
     print(f"results {_rel(results)} vs references {_rel(references)}")
     print(regression.format_table(mismatches))
     if not args.accept:
@@ -423,7 +428,7 @@ def cmd_references(args: argparse.Namespace) -> int:
                   f"not {args.profile!r}")
             continue
         target = references / path.name
-        if figure in changed_figures or not target.exists():
+        if figure in changed_figures or not target.exists() or _environment_changed(target, data):
             action = "updated" if target.exists() else "added  "
             shutil.copyfile(path, target)
             print(f"  {action}  {_rel(target)}")
@@ -436,6 +441,12 @@ def cmd_references(args: argparse.Namespace) -> int:
             else:
                 print(f"  kept     {_rel(stale)} (no result for it; --prune removes it)")
     return 0
+
+
+def _environment_changed(reference_path: Path, data: dict) -> bool:
+    from .regression import environment_differences
+
+    return bool(environment_differences(_read_json(reference_path), data))
 
 
 def cmd_clean_cache(args: argparse.Namespace) -> int:
@@ -470,6 +481,10 @@ def _add_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--references", help="folder of references (default: tests/references/PROFILE)")
     p.add_argument("--notebook", action="append",
                    help="only the figures of this notebook (repeatable)")
+    p.add_argument("--mode", choices=("auto", "same", "cross"), default="auto",
+                   help="auto (default): exact where the reference was made in this environment "
+                        "(CPU, kernels, BLAS, threads, versions), statistical elsewhere; "
+                        "same / cross force one")
 
 
 def build_parser() -> argparse.ArgumentParser:

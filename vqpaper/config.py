@@ -167,26 +167,31 @@ def resolve_device(device: str = "auto") -> str:
     raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
 
 
-def free_cores() -> int:
-    """Cores not busy right now (affinity minus the 1-minute load), at least 1."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover
-        load = 0.0
-    return max(1, min(n, int(round(n - load))))
+#: Torch CPU threads per training run unless ``VQPAPER_THREADS`` says otherwise. Fixed, never
+#: derived from the machine's load: a float sum reduced over 2 threads rounds differently from
+#: one over 1, and training amplifies that into different numbers (issue 9 measured 2,388
+#: moved keys between two `make test` runs whose thread counts followed the load average).
+#: One thread per run, parallelism across runs and notebooks, was also the fastest on 2 cores.
+DEFAULT_THREADS = 1
 
 
 def set_threads(n: Optional[int] = None) -> int:
-    """Set torch's CPU threads: ``n``, else env ``VQPAPER_THREADS``, else the free cores.
+    """Set torch's CPU threads: ``n``, else env ``VQPAPER_THREADS``, else ``DEFAULT_THREADS``.
 
-    On a busy 2-core machine 2 threads were 3-4x slower than 1, so we never oversubscribe.
+    The count is recorded with every figure (``results.environment``): it is part of what
+    decides the numbers on a CPU.
     """
     import torch
 
     if n is None:
-        env = os.environ.get("VQPAPER_THREADS")
-        n = int(env) if env else free_cores()
+        env = os.environ.get("VQPAPER_THREADS", "").strip()
+        if env:
+            try:
+                n = int(env)
+            except ValueError:
+                raise ConfigError(f"VQPAPER_THREADS must be a positive integer, got {env!r}") from None
+        else:
+            n = DEFAULT_THREADS
     check_positive_int("threads", n)
     torch.set_num_threads(n)
     return n

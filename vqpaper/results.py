@@ -124,6 +124,41 @@ def describe_device(device: Any = None) -> str:
     return f"cpu ({os.cpu_count()} cores, {platform.machine()})"
 
 
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _torch_numerics(torch) -> dict[str, Any]:
+    """What decides torch's CPU arithmetic: kernel path, BLAS, thread count."""
+    config = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=([^,\s]+)", config)
+    mkl = re.search(r"Math Kernel Library Version ([\w.]+)", config)
+    return {
+        # the kernels ATen dispatched to (AVX512, AVX2, DEFAULT...); ATEN_CPU_CAPABILITY lowers it
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "blas": (blas.group(1) if blas else "unknown") + (f" {mkl.group(1)}" if mkl else ""),
+        "threads": int(torch.get_num_threads()),
+    }
+
+
+def environment(device: Any = None) -> dict[str, Any]:
+    """Where and how the numbers were computed; two records with equal environments must agree
+    to the last bit (``vqpaper.regression`` compares them exactly), others statistically."""
+    env: dict[str, Any] = {"device": describe_device(device), "cpu": cpu_model()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        env.update(_torch_numerics(torch))
+    env.update({k: v for k, v in versions().items() if k in ("torch", "numpy")})
+    return env
+
+
 def _wall_time(started: Any) -> float | None:
     """Seconds since ``started``: a ``time.time()`` value, a ``time.perf_counter()``
     value (monotonic clocks count from boot, far below 1e9 s) or a datetime."""
@@ -183,6 +218,7 @@ def record(
             "versions": versions(),
             "commit": git_commit(),
             "device": describe_device(device),
+            "environment": environment(device),
             "wall_time_s": _wall_time(started),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
@@ -250,6 +286,8 @@ def provenance_rows(notebook: str | None = None, directory=None) -> list[dict[st
             "parameters": _short(params, 120),
             "commit": _short_commit(str(prov.get("commit", ""))),
             "environment": "; ".join([str(prov.get("device", ""))]
+                                     + [f"{k} {v}" for k, v in prov.get("environment", {}).items()
+                                        if k in ("cpu", "cpu_capability", "blas", "threads")]
                                      + [f"{k} {v}" for k, v in versions.items()]),
             "wall time (s)": prov.get("wall_time_s"),
             "created (UTC)": str(prov.get("created", "")).replace("+00:00", ""),
