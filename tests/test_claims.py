@@ -79,3 +79,43 @@ def test_count_and_record():
     d = checks[0].as_dict()
     assert d["outcome"] == "held" and d["margin"] == math.inf and d["verdict"].startswith("held")
     assert list(claims.table(checks)["outcome"]) == ["held", "inconclusive", "not held"]
+
+
+PHRASES = {"held": "it holds", "not held": "it fails", "inconclusive": "cannot tell"}
+
+
+def _family(*checks):
+    return claims.Family("fam", "§3.1.1, Fig. 3", "pretraining spreads the tokens", list(checks), PHRASES)
+
+
+def test_family_holds_only_when_every_setting_holds():
+    held = claims.paired("a", "2-D", [3, 4, 5], [1, 2, 3], setting="2-D")
+    fails = claims.paired("b", "8-D", [1, 2, 3], [3, 4, 5], setting="8-D")
+    open_ = claims.paired("c", "3-D", [5], [1], setting="3-D")
+    assert _family(held).outcome == claims.HELD and _family(held).phrase == "it holds"
+    f = _family(held, fails, open_)
+    assert f.outcome == claims.NOT_HELD and f.phrase == "it fails" and "8-D" in f.reason
+    f = _family(held, open_)
+    assert f.outcome == claims.INCONCLUSIVE and f.phrase == "cannot tell" and "3-D" in f.reason
+    d = f.as_dict()
+    assert d["outcome"] == "inconclusive" and set(d["checks"]) == {"a", "c"}
+
+
+def test_family_needs_a_phrase_per_outcome_and_a_check():
+    with pytest.raises(ValueError, match="phrases"):
+        claims.Family("f", "s", "p", [claims.paired("a", "s", [2, 3], [0, 0])], {"held": "x"})
+    with pytest.raises(ValueError, match="no checks"):
+        claims.Family("f", "s", "p", [], PHRASES)
+
+
+def _history(losses, stage="finetune"):
+    return [{"stage": "pretrain", "loss": 9.0}] + [{"stage": stage, "loss": v} for v in losses]
+
+
+def test_convergence_reads_the_last_stage_loss():
+    flat = _history([1.0, 0.5, 0.3] + [0.2] * 17)
+    assert claims.converged(flat) and claims.loss_change(flat) == pytest.approx(0.0)
+    falling = _history([1.0 * 0.9 ** i for i in range(20)])   # 10% per epoch, still falling
+    assert not claims.converged(falling) and claims.loss_change(falling) > claims.CONVERGENCE_TOL
+    assert not claims.converged(_history([0.3]))               # one epoch: cannot tell, so not converged
+    assert not claims.converged([])

@@ -29,6 +29,11 @@ from typing import Optional, Sequence
 CONFIDENCE = 0.95
 #: Fewer pairs than this cannot estimate the spread, so they decide nothing.
 MIN_PAIRS = 2
+#: A run has converged when its training loss changed by less than CONVERGENCE_TOL (relative)
+#: between the two last windows of CONVERGENCE_TAIL of its final stage's epochs (at least one
+#: epoch each): a loss still falling by more than that would move the numbers a claim compares.
+CONVERGENCE_TAIL = 0.10
+CONVERGENCE_TOL = 0.10
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
 OUTCOMES = (HELD, NOT_HELD, INCONCLUSIVE)
@@ -63,6 +68,10 @@ class Claim:
     high: float
     n: int                 # pairs (usually seeds)
     n_agree: int           # pairs whose difference points the claimed way
+    setting: str = ""      # where it was checked, e.g. "2-D" (default: the statement)
+
+    def __post_init__(self):
+        self.setting = self.setting or self.statement
 
     @property
     def held(self) -> bool:
@@ -131,27 +140,150 @@ def decide(differences: Sequence[float], converged: bool = True) -> tuple[str, s
 
 
 def paired(claim_id: str, statement: str, better: Sequence[float], worse: Sequence[float],
-           higher_is_better: bool = True, converged: Optional[bool] = True) -> Claim:
-    """Claim "``better`` beats ``worse``" pair by pair (``better[i]`` vs ``worse[i]``, usually seeds)."""
+           higher_is_better: bool = True, converged: Optional[bool] = True, setting: str = "") -> Claim:
+    """Claim "``better`` beats ``worse``" pair by pair (``better[i]`` vs ``worse[i]``, usually seeds).
+
+    ``converged=False`` (some run's loss was still falling, see :func:`converged`) makes the
+    outcome inconclusive whatever the numbers say.
+    """
     if len(better) != len(worse) or not len(better):
         raise ValueError(f"claim {claim_id}: need two equally long, non-empty lists, got {len(better)} and {len(worse)}")
     sign = 1.0 if higher_is_better else -1.0
     diffs = [sign * (float(b) - float(w)) for b, w in zip(better, worse)]
     outcome, reason, effect, low, high = decide(diffs, converged=converged is not False)
     return Claim(claim_id, statement, outcome, reason, effect, low, high, len(diffs),
-                 sum(d > 0 for d in diffs))
+                 sum(d > 0 for d in diffs), setting)
 
 
-def count(checks: Sequence[Claim]) -> str:
+def loss_change(history: Sequence[dict], tail: float = CONVERGENCE_TAIL) -> float:
+    """Relative fall of the training loss over the last ``tail`` of the final stage's epochs.
+
+    ``(mean of the window before - mean of the last window) / |mean of the last window|``, each
+    window ``max(1, ceil(tail * epochs))`` epochs long; NaN when the stage has fewer than two
+    windows of epochs. ``history`` is a run's list of per-epoch records (``stage``, ``loss``).
+    """
+    if not history:
+        return math.nan
+    stage = history[-1].get("stage")
+    losses = [float(r["loss"]) for r in history if r.get("stage") == stage]
+    k = max(1, math.ceil(tail * len(losses)))
+    if len(losses) < 2 * k:
+        return math.nan
+    last, before = losses[-k:], losses[-2 * k:-k]
+    m_last, m_before = math.fsum(last) / k, math.fsum(before) / k
+    return (m_before - m_last) / abs(m_last) if m_last else math.inf
+
+
+def converged(history: Sequence[dict], tail: float = CONVERGENCE_TAIL, tol: float = CONVERGENCE_TOL) -> bool:
+    """Whether the final stage's loss has flattened (see ``CONVERGENCE_TOL``); too short a run has not."""
+    change = loss_change(history, tail)
+    return bool(math.isfinite(change) and abs(change) < tol)
+
+
+@dataclass
+class Family:
+    """One claim of the paper (one sentence, one direction), checked in one or more settings.
+
+    ``checks`` all point the way the sentence does, so they are never summed against checks of
+    the opposite direction. The family **holds** when every check holds, **fails** (not held)
+    when any check fails, and is **inconclusive** otherwise. ``phrases`` give the book's
+    sentence for each outcome, so prose is computed from the verdict, never typed next to it.
+    """
+
+    id: str                   # no parameter values in it: the book and the results page name it
+    source: str               # where in the paper, e.g. "§3.1.1, Fig. 3"
+    paper: str                # the claim, in our words
+    checks: Sequence[Claim]
+    phrases: dict             # outcome -> sentence
+
+    def __post_init__(self):
+        missing = [o for o in OUTCOMES if o not in self.phrases]
+        if missing:
+            raise ValueError(f"family {self.id}: phrases for {missing} missing; give one per outcome {OUTCOMES}")
+        if not self.checks:
+            raise ValueError(f"family {self.id}: no checks")
+
+    @property
+    def outcome(self) -> str:
+        outcomes = [c.outcome for c in self.checks]
+        if all(o == HELD for o in outcomes):
+            return HELD
+        if NOT_HELD in outcomes:
+            return NOT_HELD
+        return INCONCLUSIVE
+
+    @property
+    def reason(self) -> str:
+        n = len(self.checks)
+        if self.outcome == HELD:
+            return f"held in {'the one setting' if n == 1 else f'all {n} settings'}"
+        if self.outcome == NOT_HELD:
+            bad = [c for c in self.checks if c.outcome == NOT_HELD]
+            return f"not held in {len(bad)} of {n} setting{'s' if n != 1 else ''}: " + "; ".join(
+                c.setting for c in bad)
+        open_ = [c for c in self.checks if c.outcome == INCONCLUSIVE]
+        return f"undecided in {len(open_)} of {n}: " + "; ".join(f"{c.setting} ({c.reason})" for c in open_)
+
+    @property
+    def phrase(self) -> str:
+        return self.phrases[self.outcome]
+
+    @property
+    def verdict(self) -> str:
+        return f"{self.outcome} ({self.reason})"
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "source": self.source, "paper": self.paper, "outcome": self.outcome,
+                "verdict": self.verdict, "checks": {c.id: c.as_dict() for c in self.checks}}
+
+
+def count(checks: Sequence) -> str:
     """"4 held, 1 not held, 2 inconclusive" (zero counts left out)."""
     parts = [f"{sum(c.outcome == o for c in checks)} {o}" for o in OUTCOMES
              if any(c.outcome == o for c in checks)]
     return ", ".join(parts) if parts else "no checks"
 
 
-def table(claims: Sequence[Claim]):
-    """The claims as a DataFrame for display in a notebook."""
+def table(items: Sequence):
+    """Claims, or families of claims, as a DataFrame for display: one row per check."""
     import pandas as pd
 
-    return pd.DataFrame([{"claim": c.statement, "outcome": c.outcome, "effect": c.effect,
-                          "interval": c.interval_text, "pairs": c.n, "why": c.reason} for c in claims])
+    rows = []
+    for item in items:
+        for c in (item.checks if isinstance(item, Family) else [item]):
+            rows.append({**({"family": item.id, "family outcome": item.outcome} if isinstance(item, Family) else {}),
+                         "check": c.statement, "outcome": c.outcome, "effect": f"{c.effect:+.3g}",
+                         "interval": c.interval_text, "pairs": c.n, "why": c.reason})
+    return pd.DataFrame(rows)
+
+
+def family_table(families: Sequence[Family]):
+    """One row per family: the claim, where the paper makes it, the verdict."""
+    import pandas as pd
+
+    return pd.DataFrame([{"claim (paper)": f"{f.paper} ({f.source})", "verdict": f.verdict} for f in families])
+
+
+def publish(cfg, families: Sequence[Family], figure_id: str, prefix: str):
+    """Glue and record a notebook's verdicts; returns the table of checks to display.
+
+    Glues ``claim.<family id>`` (the verdict line), ``claim.<family id>.phrase`` (the sentence
+    of its outcome), ``claim.<family id>.outcome``, ``claim.<check id>`` for every check,
+    ``<prefix>.claims.summary`` (outcomes counted over families, never over checks) and
+    ``<prefix>.claims.table`` (one row per family); records every family under ``figure_id``.
+    """
+    from . import book, experiments
+
+    ids = [f.id for f in families]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"publish: family ids repeat: {ids}")
+    for f in families:
+        book.glue_text(f"claim.{f.id}", f.verdict)
+        book.glue_text(f"claim.{f.id}.phrase", f.phrase)
+        book.glue_text(f"claim.{f.id}.outcome", f.outcome)
+        for c in f.checks:
+            book.glue_text(f"claim.{c.id}", c.verdict)
+    book.glue_text(f"{prefix}.claims.summary", count(families))
+    book.glue_table(f"{prefix}.claims.table", family_table(families))
+    experiments.record(cfg, figure_id, {f.id: f.as_dict() for f in families})
+    return table(families)
