@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from vqpaper.errors import ConfigError
-from vqpaper.quantizers import EMAQuantizer, SimVQQuantizer, kmeans, make_quantizer, nearest_token
+from vqpaper.config import CifarRun, SyntheticRun
+from vqpaper.quantizers import EMA_UPDATES, EMAQuantizer, SimVQQuantizer, kmeans, make_quantizer, nearest_token
+from vqpaper.train import _new_quantizer
 
 torch.set_num_threads(1)
 
@@ -51,21 +53,102 @@ def test_quantized_equals_codebook_rows_at_indices(name):
     assert loss.ndim == 0 and torch.isfinite(loss)
 
 
-def test_ema_update_matches_equations_3_to_5_by_hand():
-    q = EMAQuantizer(3, 1, decay=0.5, kmeans_init="none", eps=0.0)
+def _three_token_step(update, eps):
+    """One training step of the by-hand example: tokens 0, 10, 20 with L = 2; batch 1, 3, 9."""
+    q = EMAQuantizer(3, 1, decay=0.5, kmeans_init="none", eps=eps, update=update)
     q.codebook.copy_(torch.tensor([[0.0], [10.0], [20.0]]))
     q.cluster_size.copy_(torch.tensor([2.0, 2.0, 2.0]))
     q.embed_sum.copy_(q.codebook * 2)
-    z = torch.tensor([[1.0], [3.0], [9.0]])  # -> tokens 0, 0, 1
     q.train()
-    _, idx, _ = q(z)
+    _, idx, _ = q(torch.tensor([[1.0], [3.0], [9.0]]))
     assert idx.tolist() == [0, 0, 1]
+    return q
+
+
+def test_ema_update_matches_equations_3_to_5_by_hand():
+    # eps is not used by eq. (5) as written: a large one must change nothing
+    q = _three_token_step("eq5", eps=0.1)
     # M_0 = .5*0 + .5*(1+3) = 2,  L_0 = .5*2 + .5*2 = 2 -> t_0 = 1
     # M_1 = .5*20 + .5*9 = 14.5, L_1 = .5*2 + .5*1 = 1.5 -> t_1 = 9.667
     # M_2 = .5*40 = 20, L_2 = .5*2 = 1 -> t_2 = 20 (unused token keeps its place)
     torch.testing.assert_close(q.embed_sum.squeeze(1), torch.tensor([2.0, 14.5, 20.0]))
     torch.testing.assert_close(q.cluster_size, torch.tensor([2.0, 1.5, 1.0]))
     torch.testing.assert_close(q.codebook.squeeze(1), torch.tensor([1.0, 14.5 / 1.5, 20.0]))
+
+
+def test_laplace_update_matches_sonnet_smoothing_by_hand():
+    q = _three_token_step("laplace", eps=0.1)
+    # same M and L as eq. (5); L is smoothed before dividing: n = 2 + 1.5 + 1 = 4.5, S = 3,
+    # (L_k + 0.1) / (4.5 + 3 * 0.1) * 4.5 = (L_k + 0.1) * 0.9375 = 1.96875, 1.5, 1.03125
+    torch.testing.assert_close(q.embed_sum.squeeze(1), torch.tensor([2.0, 14.5, 20.0]))
+    torch.testing.assert_close(q.cluster_size, torch.tensor([2.0, 1.5, 1.0]))
+    torch.testing.assert_close(q.codebook.squeeze(1), torch.tensor([2.0 / 1.96875, 14.5 / 1.5, 20.0 / 1.03125]))
+    assert q.codebook[2, 0] < 20.0  # the unused token has moved towards the origin
+
+
+def test_default_ema_update_is_the_papers_eq5():
+    assert EMAQuantizer(4, 2).update == "eq5"
+    assert SyntheticRun().ema_update == CifarRun().ema_update == "eq5"
+
+
+def _unused_token_run(update, steps):
+    """Tokens at 5, 6 (used) and 2.5, -2: never nearest, the batches lie in [4.7, 6.2], and moving
+    towards the origin takes a token further from them."""
+    q = EMAQuantizer(4, 1, decay=0.9, kmeans_init="none", update=update)
+    q.codebook.copy_(torch.tensor([[5.0], [6.0], [2.5], [-2.0]]))
+    q.cluster_size.fill_(1.0)
+    q.embed_sum.copy_(q.codebook)
+    g = torch.Generator().manual_seed(0)
+    q.train()
+    trace = []
+    for _ in range(steps):
+        _, idx, _ = q(torch.rand(32, 1, generator=g) * 1.5 + 4.7)
+        assert not (idx >= 2).any()
+        trace.append(q.codebook[2:, 0].clone())
+    return q, torch.stack(trace)
+
+
+def test_eq5_unused_tokens_keep_their_position_through_float32_underflow():
+    q, trace = _unused_token_run("eq5", 2000)
+    # M_k and L_k of the unused tokens shrank by 0.9 per step into float32's subnormal range, where
+    # 0.9 * x rounds back to x: their ratio is no longer the token (a plain M / L puts it at ±1)
+    assert (q.cluster_size[2:] < torch.finfo(torch.float32).tiny).all()
+    assert ((q.embed_sum[2:, 0] / q.cluster_size[2:] - torch.tensor([2.5, -2.0])).abs() > 0.1).all()
+    assert torch.isfinite(q.codebook).all()
+    assert torch.equal(trace, torch.tensor([[2.5, -2.0]]).expand(2000, 2))  # bit for bit, every step
+    # used again after L_k ~ 0: eq. (5) gives the mean of the new embeddings, M_k / L_k = m_k / l_k
+    _, idx, _ = q(torch.tensor([[2.2], [2.6]]))
+    assert idx.tolist() == [2, 2]
+    torch.testing.assert_close(q.codebook[2, 0], torch.tensor(2.4))
+    assert q.codebook[3, 0] == -2.0
+
+
+def test_laplace_unused_tokens_drift_to_the_origin():
+    q, trace = _unused_token_run("laplace", 2000)
+    assert torch.isfinite(q.codebook).all()
+    norms = trace.abs()
+    # never away from the origin (up to float32 rounding among the subnormals at the end)
+    assert (norms[1:] <= norms[:-1] + 1e-38).all()
+    assert (norms[-1] < 1e-3).all()               # and ends there
+    assert (norms[20] > 1.0).all()                # but not at once: L_k has to decay to about eps first
+
+
+@pytest.mark.parametrize("bad", ["sonnet", "EQ5", None, 5])
+def test_bad_update_is_a_clear_error(bad):
+    with pytest.raises(ConfigError, match=r"update must be one of \('eq5', 'laplace'\)") as err:
+        EMAQuantizer(4, 2, update=bad)
+    assert repr(bad) in str(err.value)
+    with pytest.raises(ConfigError, match="ema_update must be one of") as err:
+        SyntheticRun(ema_update=bad).validate()
+    assert repr(bad) in str(err.value)
+
+
+@pytest.mark.parametrize("update", EMA_UPDATES)
+def test_run_config_ema_update_reaches_the_quantizer(update):
+    assert _new_quantizer(SyntheticRun(ema_update=update), "cpu").update == update
+    assert _new_quantizer(CifarRun(ema_update=update), "cpu").update == update
+    # SimVQ has no EMA update and accepts the field without using it
+    assert isinstance(_new_quantizer(SyntheticRun(quantizer="simvq", ema_update=update), "cpu"), SimVQQuantizer)
 
 
 def test_kmeans_init_centres_are_encoder_output_centroids():
@@ -131,7 +214,7 @@ def test_simvq_moves_all_tokens_while_ema_unused_tokens_stay():
     unused = torch.ones(16, dtype=torch.bool)
     unused[idx.unique()] = False
     assert unused.any()
-    torch.testing.assert_close(ema.codebook[unused], before[unused], atol=1e-4, rtol=1e-4)
+    assert torch.equal(ema.codebook[unused], before[unused])  # eq. (5), the default
     assert (ema.codebook[~unused] - before[~unused]).norm(dim=1).min() > 1e-3
 
 
@@ -176,7 +259,7 @@ def test_oracle_vector_quantize_pytorch_assignment_and_ema_update():
     k, d, decay = 64, 8, 0.9
     ref = vqp.VectorQuantize(dim=d, codebook_size=k, decay=decay, commitment_weight=0.25,
                              kmeans_init=False, rotation_trick=False, threshold_ema_dead_code=0)
-    ours = EMAQuantizer(k, d, decay=decay, kmeans_init="none")
+    ours = EMAQuantizer(k, d, decay=decay, kmeans_init="none", update="laplace")  # the oracle smooths L
     cb = ref._codebook
     ours.codebook.copy_(cb.embed[0])
     ours.cluster_size.copy_(cb.cluster_size[0])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .errors import ConfigError, check_positive_int
-from .quantizers import KMEANS_INIT, QUANTIZERS
+from .quantizers import EMA_UPDATES, KMEANS_INIT, QUANTIZERS
 
 PROFILES = ("ci", "paper")
 METHODS = ("scratch", "pretrained")
@@ -58,6 +58,7 @@ class _RunConfig:
         _choice("quantizer", self.quantizer, QUANTIZERS)
         _choice("method", self.method, METHODS)
         _choice("kmeans_init", self.kmeans_init, KMEANS_INIT)
+        _choice("ema_update", self.ema_update, EMA_UPDATES)
         for name in ("epochs", "pretrain_epochs", "finetune_epochs", "batch_size", "kmeans_iters"):
             check_positive_int(name, getattr(self, name))
         _nonneg_int("seed", self.seed)
@@ -94,6 +95,9 @@ class SyntheticRun(_RunConfig):
     decay: float = 0.9
     kmeans_init: str = "dataset"
     kmeans_iters: int = 10
+    # eq. (5) as the paper writes it (an unused token stays where it is): this book reproduces the
+    # paper; "laplace" is sonnet's smoothed update, which moves unused tokens to the origin
+    ema_update: str = "eq5"
     device: str = "cpu"
 
     def validate(self):
@@ -130,6 +134,7 @@ class CifarRun(_RunConfig):
     kmeans_init: str = "dataset"
     kmeans_iters: int = 10
     kmeans_vectors: Optional[int] = None
+    ema_update: str = "eq5"         # the paper's eq. (5), see SyntheticRun.ema_update
     device: str = "cpu"
 
     def validate(self):
@@ -212,8 +217,10 @@ NOTEBOOK_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                   "finetune_epochs": 1, **SYN, "device": "auto"},
     },
     "02_tokens_collapse_synthetic": {
-        "ci": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2], "scratch_epochs": 20,
-               "pretrain_epochs": 10, "finetune_epochs": 10, **SYN, "device": "auto"},
+        # 30 = 15 + 15 epochs: at 20 = 10 + 10 some 3-D runs' loss still fell by >10% over the
+        # last tenth of training, which makes their verdicts inconclusive (claims.converged)
+        "ci": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2], "scratch_epochs": 30,
+               "pretrain_epochs": 15, "finetune_epochs": 15, **SYN, "device": "auto"},
         "paper": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2, 3, 4], "scratch_epochs": 200,
                   "pretrain_epochs": 100, "finetune_epochs": 100, **SYN, "device": "auto"},
     },
@@ -246,8 +253,8 @@ NOTEBOOK_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                   "device": "auto"},
     },
     "05_simvq_comparison": {
-        "ci": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2], "scratch_epochs": 20,
-               "pretrain_epochs": 10, "finetune_epochs": 10, "encoder_hiddens": [4, 32], **SYN,
+        "ci": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2], "scratch_epochs": 30,
+               "pretrain_epochs": 15, "finetune_epochs": 15, "encoder_hiddens": [4, 32], **SYN,
                "codebook_sizes": [256, 1024], "token_dim": 32, "channels": 32, "residual_channels": 16,
                "cifar_pretrain_epochs": 3, "cifar_finetune_epochs": 3, "cifar_scratch_epochs": 6,
                "cifar_seeds": [0], "train_images": 2048, "kmeans_vectors": 16384, "cifar10": None,

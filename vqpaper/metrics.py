@@ -519,9 +519,12 @@ def quantization_error(Z, codebook, indices):
 def dead_tokens_near_origin(codebook, indices, radius=None):
     """Fraction of the K tokens that are unused *and* within ``radius`` of the origin.
 
-    Such tokens are typically K-means centres of empty clusters left at zero, or tokens the
-    EMA never moved (SPEC §9: in 8-D most scratch tokens end there). ``radius`` defaults to
-    5% of the median norm of the used tokens.
+    The K-means initialisation leaves no token at the origin (an emptied cluster keeps its
+    previous centre, see ``quantizers.kmeans``), and eq. (5) as the paper writes it keeps an
+    unused token where it is. A pile of unused tokens at zero comes from the Laplace-smoothed
+    EMA update (``EMAQuantizer(update="laplace")``, sonnet's), which drags every token that no
+    embedding chooses to the origin (SPEC §9: in 8-D most scratch tokens ended there with it).
+    ``radius`` defaults to 5% of the median norm of the used tokens.
     """
     cb = _float(codebook, "codebook")
     if cb.ndim != 2:

@@ -34,6 +34,10 @@ _K_BLOCK = 4096
 
 QUANTIZERS = ("ema", "simvq")
 KMEANS_INIT = ("dataset", "batch", "none")
+#: How ``EMAQuantizer`` turns the EMA statistics into tokens (eq. 5), see ``EMAQuantizer.ema_update``:
+#: ``"eq5"`` is the paper's ``t_k = M_k / L_k`` (an unused token stays where it is), ``"laplace"``
+#: smooths ``L`` first, as sonnet and vector-quantize-pytorch do (an unused token drifts to the origin).
+EMA_UPDATES = ("eq5", "laplace")
 
 
 # --------------------------------------------------------------------------------------
@@ -168,11 +172,18 @@ class EMAQuantizer(nn.Module):
     ``kmeans_init``: ``"dataset"`` (the caller runs :meth:`init_codebook` on the encoder
     outputs of the whole training set, as the paper does), ``"batch"`` (K-means on the first
     training batch, as SoundStream and common libraries do), ``"none"`` (random normal tokens).
+
+    ``update`` (one of ``EMA_UPDATES``): ``"eq5"`` (default) computes ``t_k = M_k / L_k``
+    exactly as the paper's eq. (5), so a token no embedding chooses keeps its position;
+    ``"laplace"`` first smooths ``L`` with ``eps`` as sonnet and vector-quantize-pytorch do,
+    which pulls every unused token towards the origin: ``t_k ~ M_k / (L_k + eps)``, so the token
+    has moved halfway once ``L_k`` has decayed to ``eps`` (from ``L_k = 1`` at decay 0.9: after
+    about 110 unused steps). ``eps`` is used by ``"laplace"`` only.
     """
 
     def __init__(self, codebook_size: int, token_dim: int, decay: float = 0.99, beta: float = 0.25,
                  kmeans_init: str = "dataset", kmeans_iters: int = 10, eps: float = 1e-5,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0):
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0, update: str = "eq5"):
         super().__init__()
         check_positive_int("codebook_size", codebook_size, maximum=2**24)
         check_positive_int("token_dim", token_dim)
@@ -182,8 +193,11 @@ class EMAQuantizer(nn.Module):
             raise ConfigError(f"beta must be >= 0, got {beta!r}")
         if kmeans_init not in KMEANS_INIT:
             raise ConfigError(f"kmeans_init must be one of {KMEANS_INIT}, got {kmeans_init!r}")
+        if update not in EMA_UPDATES:
+            raise ConfigError(f"update must be one of {EMA_UPDATES} (\"eq5\": the paper's t_k = M_k / L_k; "
+                              f"\"laplace\": sonnet's smoothed L), got {update!r}")
         self.codebook_size, self.token_dim = codebook_size, token_dim
-        self.decay, self.beta, self.eps = decay, beta, eps
+        self.decay, self.beta, self.eps, self.update = decay, beta, eps, update
         self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
         self.chunk_size, self.seed = chunk_size, seed
         g = torch.Generator().manual_seed(seed)
@@ -215,11 +229,22 @@ class EMAQuantizer(nn.Module):
         m_batch = torch.zeros_like(self.embed_sum).index_add_(0, indices, z)          # m_k
         self.embed_sum.mul_(gamma).add_(m_batch, alpha=1 - gamma)        # eq. (3)
         self.cluster_size.mul_(gamma).add_(l_batch, alpha=1 - gamma)     # eq. (4)
-        # Eq. (5) t_k = M_k / L_k, with Laplace smoothing of L (VQ-VAE appendix, sonnet) so a
-        # token that has received nothing for a long time does not divide by ~0.
-        n = self.cluster_size.sum()
-        smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
-        torch.div(self.embed_sum, smoothed[:, None], out=self.codebook)  # eq. (5)
+        if self.update == "laplace":
+            # sonnet / vector-quantize-pytorch: Laplace-smooth L before eq. (5). The smoothing adds
+            # eps to every L_k and rescales by the total, so for a token no embedding chooses
+            # M_k -> 0 faster than the smoothed L_k: it is dragged to the origin.
+            n = self.cluster_size.sum()
+            smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
+            torch.div(self.embed_sum, smoothed[:, None], out=self.codebook)  # eq. (5), smoothed
+            return
+        # Eq. (5) as the paper writes it, t_k = M_k / L_k. A token this batch chose has
+        # L_k >= 1 - gamma > 0, so its division is safe. For a token it did not choose, m_k = l_k = 0:
+        # M_k and L_k both shrank by gamma and M_k / L_k is t_k, unchanged, so we keep t_k instead of
+        # dividing. Dividing would let float32 rounding move it, and after ~1000 unused steps at
+        # gamma = 0.9 both M_k and L_k underflow (subnormal, then 0), giving a wrong ratio or 0/0.
+        # torch.where rather than boolean indexing: no host-device sync on accelerators.
+        chosen = (l_batch > 0)[:, None]
+        self.codebook.copy_(torch.where(chosen, self.embed_sum / self.cluster_size[:, None], self.codebook))
 
     def forward(self, z: torch.Tensor):
         if z.shape[-1] != self.token_dim:
@@ -305,5 +330,6 @@ def make_quantizer(name: str, codebook_size: int, token_dim: int, **kwargs) -> n
         kwargs.pop("decay", None)
         kwargs.pop("kmeans_iters", None)
         kwargs.pop("kmeans_init", None)
+        kwargs.pop("update", None)  # SimVQ learns its tokens by gradient: no EMA update
         return SimVQQuantizer(codebook_size, token_dim, **kwargs)
     raise ConfigError(f"quantizer must be one of {QUANTIZERS}, got {name!r}")

@@ -131,7 +131,8 @@ def _init_codebook(model, x, cfg, kmeans_vectors=None):
 
 def _new_quantizer(cfg, device):
     return make_quantizer(cfg.quantizer, cfg.codebook_size, cfg.token_dim, decay=cfg.decay, beta=cfg.beta,
-                          kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters, seed=cfg.seed).to(device)
+                          kmeans_init=cfg.kmeans_init, kmeans_iters=cfg.kmeans_iters, seed=cfg.seed,
+                          update=cfg.ema_update).to(device)
 
 
 def _fit(model, x, cfg, device, progress, label, optimizer, amsgrad=False, kmeans_vectors=None):
