@@ -284,3 +284,149 @@ def record(cfg: NotebookConfig, figure_id: str, values, seeds=None):
 
     return results.record(figure_id, values, notebook=cfg.notebook, params=params_of(cfg), profile=cfg.profile,
                           seeds=cfg.seeds if seeds is None else seeds, started=cfg.started, device=cfg.device)
+
+
+# --------------------------------------------------------------------------------------
+# 01 preliminaries: where unused tokens go (§3) and the claims of Fig. 2 (§6)
+# --------------------------------------------------------------------------------------
+def unused_token_positions(used: Sequence[float], unused: Sequence[float], data: tuple[float, float],
+                           record_at: Sequence[int], decay: float = 0.9, batch_size: int = 256,
+                           seed: int = 0) -> list[dict]:
+    """Positions of 1-D tokens that no embedding chooses, under each EMA update (01 §3).
+
+    A codebook of ``used`` and ``unused`` tokens (``L_k = 1``, ``M_k = t_k``) is trained by
+    ``EMAQuantizer`` on batches drawn uniformly from ``data = (low, high)``, once per update of
+    ``quantizers.EMA_UPDATES``, the same batches for both. The ``unused`` tokens must lie
+    farther from that interval than every ``used`` token and, moving towards the origin, get
+    no closer to it (so that they never win an embedding); a batch that picks one of them is an
+    error. Returns one row per update, token and step of ``record_at`` (0 = the start).
+    """
+    import torch
+
+    from .errors import ConfigError
+    from .quantizers import EMA_UPDATES, EMAQuantizer
+
+    start = [float(t) for t in used] + [float(t) for t in unused]
+    low, high = map(float, data)
+    out = []
+    for update in EMA_UPDATES:
+        q = EMAQuantizer(len(start), 1, decay=decay, kmeans_init="none", update=update)
+        q.codebook.copy_(torch.tensor(start)[:, None])
+        q.cluster_size.fill_(1.0)
+        q.embed_sum.copy_(q.codebook)   # eq. (5) holds at the start: t_k = M_k / L_k
+        q.train()
+        g = torch.Generator().manual_seed(seed)
+        for step in range(max(record_at) + 1):
+            if step in record_at:
+                out += [{"update": update, "token start": t0, "step": step, "position": float(q.codebook[k, 0])}
+                        for k, t0 in enumerate(start) if k >= len(used)]
+            _, idx, _ = q(torch.rand(batch_size, 1, generator=g) * (high - low) + low)
+            if bool((idx >= len(used)).any()):
+                raise ConfigError(f"unused_token_positions: a token of unused={list(unused)} won an embedding at "
+                                  f"step {step} under update={update!r}; place them farther from data={data}")
+    return out
+
+
+def range_text(values: Sequence) -> str:
+    """``"3"`` when all values agree, else ``"2 to 5"`` (smallest to largest)."""
+    lo, hi = min(values), max(values)
+    return str(lo) if lo == hi else f"{lo} to {hi}"
+
+
+def encoder_output_coordinates(results: Sequence[RunResult], prominence: float = 0.05) -> list[dict]:
+    """Per run and coordinate of ``Z_init``: KDE peaks of the encoder outputs and of the input (Fig. 2).
+
+    A run's ``Z_init`` holds ``dim / token_dim`` latents of ``token_dim`` each per data point,
+    ``dim`` numbers in all, as many as the input has coordinates. Coordinate ``c`` of the outputs
+    is paired with coordinate ``c`` of the input ``X``: the encoder mixes the input's coordinates,
+    so this pairs two 1-D views of the same points, not the same axis (see 01 §6).
+    """
+    from . import metrics as M
+
+    out = []
+    for r in results:
+        X = r.arrays["X"]
+        z = r.arrays["Z_init"].reshape(X.shape[0], -1)
+        for c in range(z.shape[1]):
+            out.append({"seed": r.config["seed"], "encoder": ENCODER_OF_METHOD[r.config["method"]],
+                        "coordinate": c + 1, "peaks": M.count_peaks(z[:, c], prominence=prominence),
+                        "input peaks": M.count_peaks(X[:, c], prominence=prominence),
+                        "range": float(np.ptp(z[:, c]))})
+    return out
+
+
+def encoder_output_families(per_run: Sequence[dict], per_coordinate: Sequence[dict], ratio: float = 5) -> list:
+    """The claims of Fig. 2 as ``claims.Family``s (01 §6), from :func:`encoder_output_rows` and
+    :func:`encoder_output_coordinates` of the same runs.
+
+    * range: per seed, the trained encoder's outputs span at least ``ratio`` times the range of
+      the untrained encoder's (the paper's "relatively small range", made concrete);
+    * fewer peaks: per seed and coordinate, the untrained encoder's outputs show fewer KDE peaks
+      than the input's same coordinate (Fig. 2 (a));
+    * as many peaks: per seed and coordinate, the trained encoder's outputs show at least as many
+      peaks as the input's (Fig. 2 (b); ``peaks > input - 1``, so "more" passes and "fewer" fails).
+    """
+    from .claims import HELD, INCONCLUSIVE, NOT_HELD, Family, paired
+
+    def pick(rows_, encoder):
+        return sorted((r for r in rows_ if r["encoder"] == encoder), key=lambda r: (r["seed"], r.get("coordinate", 0)))
+
+    u_run, t_run = pick(per_run, "untrained"), pick(per_run, "trained")
+    u_co, t_co = pick(per_coordinate, "untrained"), pick(per_coordinate, "trained")
+    if [r["seed"] for r in u_run] != [r["seed"] for r in t_run] or len(u_co) != len(t_co):
+        raise ValueError("encoder_output_families: need one untrained and one trained run per seed")
+    return [
+        Family("pre-range-narrower", "§3.1.1, Fig. 2 (a)",
+               "the untrained encoder's outputs cluster in a much narrower range than the trained encoder's",
+               [paired("pre-range-ratio", f"per seed: the trained encoder's outputs span at least {ratio:g} "
+                       f"times the range of the untrained encoder's", [r["range"] for r in t_run],
+                       [ratio * r["range"] for r in u_run], setting=f"range ratio ≥ {ratio:g}")],
+               {HELD: f"The untrained encoder's outputs span a range at least {ratio:g} times narrower than the "
+                      f"trained encoder's, as in the paper's Fig. 2.",
+                NOT_HELD: f"The untrained encoder's outputs do not span a range {ratio:g} times narrower than the "
+                          f"trained encoder's here, unlike the paper's Fig. 2.",
+                INCONCLUSIVE: f"Whether the untrained encoder's outputs span a range {ratio:g} times narrower than the "
+                              f"trained encoder's cannot be decided from these seeds."}),
+        Family("pre-untrained-fewer-peaks", "§3.1.1, Fig. 2 (a)",
+               "the untrained encoder's outputs show fewer peaks than the input",
+               [paired("pre-untrained-fewer-peaks-than-input", "per seed and coordinate: the untrained encoder's "
+                       "outputs show fewer KDE peaks than the input's same coordinate", [r["peaks"] for r in u_co],
+                       [r["input peaks"] for r in u_co], higher_is_better=False, setting="seeds × coordinates")],
+               {HELD: "The untrained encoder's outputs show fewer peaks than the input, coordinate by coordinate, "
+                      "as the paper's Fig. 2 (a) says: it merges some of the input's modes.",
+                NOT_HELD: "The untrained encoder's outputs do not show fewer peaks than the input here: the merged "
+                          "modes of the paper's Fig. 2 (a) are not seen in the peak counts.",
+                INCONCLUSIVE: "Whether the untrained encoder's outputs show fewer peaks than the input cannot be "
+                              "decided from these seeds and coordinates (the table of checks gives the interval)."}),
+        Family("pre-trained-peaks-match-input", "§3.1.1, Fig. 2 (b)",
+               "the trained encoder's outputs show as many peaks as the input",
+               [paired("pre-trained-at-least-input-peaks", "per seed and coordinate: the trained encoder's outputs "
+                       "show at least as many KDE peaks as the input's same coordinate", [r["peaks"] for r in t_co],
+                       [r["input peaks"] - 1 for r in t_co], setting="seeds × coordinates")],
+               {HELD: "The trained encoder's outputs show at least as many peaks as the input, coordinate by "
+                      "coordinate, as the paper's Fig. 2 (b) says: pretraining keeps the input's modes apart.",
+                NOT_HELD: "The trained encoder's outputs show fewer peaks than the input here, unlike the paper's "
+                          "Fig. 2 (b).",
+                INCONCLUSIVE: "Whether the trained encoder's outputs show as many peaks as the input cannot be decided "
+                              "from these seeds and coordinates (the table of checks gives the interval)."}),
+    ]
+
+
+def encoder_output_coordinate_panels(results: Sequence[RunResult], per_coordinate: Sequence[dict]) -> list[dict]:
+    """Fig. 2 panels, one per seed, encoder and coordinate of ``Z_init`` (for plots.plot_encoder_outputs).
+
+    Rows of four per seed: untrained coordinates, then trained ones; each title names the input's
+    peak count for that coordinate (:func:`encoder_output_coordinates`), the reference of the checks.
+    """
+    input_peaks = {(r["seed"], r["encoder"], r["coordinate"]): r["input peaks"] for r in per_coordinate}
+    out = []
+    for seed in sorted({r.config["seed"] for r in results}):
+        for method in ("scratch", "pretrained"):
+            for r in select(results, method=method, seed=seed):
+                z = r.arrays["Z_init"].reshape(r.arrays["X"].shape[0], -1)
+                encoder = ENCODER_OF_METHOD[method]
+                for c in range(z.shape[1]):
+                    out.append({"title": f"{encoder}, seed {seed}, coordinate {c + 1} "
+                                         f"(input: {input_peaks[(seed, encoder, c + 1)]} peaks)",
+                                "embeddings": z[:, c]})
+    return out
