@@ -29,9 +29,11 @@ from typing import Optional, Sequence
 CONFIDENCE = 0.95
 #: Fewer pairs than this cannot estimate the spread, so they decide nothing.
 MIN_PAIRS = 2
-#: A run has converged when its training loss changed by less than CONVERGENCE_TOL (relative)
-#: between the two last windows of CONVERGENCE_TAIL of its final stage's epochs (at least one
-#: epoch each): a loss still falling by more than that would move the numbers a claim compares.
+#: A run has converged when the last CONVERGENCE_TAIL of its final stage's epochs (at least one
+#: epoch) brought less than CONVERGENCE_TOL of that stage's whole fall of the training loss:
+#: a loss still falling that fast would move the numbers a claim compares. Measured as a
+#: share of the stage's own fall, not of the loss, because the synthetic losses end near 0,
+#: where a relative change of the loss itself is noise.
 CONVERGENCE_TAIL = 0.10
 CONVERGENCE_TOL = 0.10
 
@@ -126,11 +128,13 @@ def decide(differences: Sequence[float], converged: bool = True) -> tuple[str, s
     if any(math.isnan(d) for d in diffs):
         return INCONCLUSIVE, "a value is NaN", math.nan, -math.inf, math.inf
     effect, low, high = paired_interval(diffs)
-    if not converged:
-        return INCONCLUSIVE, "the runs had not converged", effect, low, high
+    undecided = []
     if n < MIN_PAIRS:
-        return (INCONCLUSIVE, f"{n} pair{'s' if n != 1 else ''}: too few to estimate the spread "
-                f"(need {MIN_PAIRS})", effect, low, high)
+        undecided.append(f"{n} pair{'s' if n != 1 else ''}: too few to estimate the spread (need {MIN_PAIRS})")
+    if not converged:
+        undecided.append("the runs had not converged")
+    if undecided:
+        return INCONCLUSIVE, "; ".join(undecided), effect, low, high
     if low > 0:
         return HELD, "the interval lies above zero", effect, low, high
     if high <= 0:
@@ -156,11 +160,12 @@ def paired(claim_id: str, statement: str, better: Sequence[float], worse: Sequen
 
 
 def loss_change(history: Sequence[dict], tail: float = CONVERGENCE_TAIL) -> float:
-    """Relative fall of the training loss over the last ``tail`` of the final stage's epochs.
+    """The share of the final stage's fall of the training loss that came in its last ``tail``.
 
-    ``(mean of the window before - mean of the last window) / |mean of the last window|``, each
-    window ``max(1, ceil(tail * epochs))`` epochs long; NaN when the stage has fewer than two
-    windows of epochs. ``history`` is a run's list of per-epoch records (``stage``, ``loss``).
+    ``(mean of the window before - mean of the last window) / (first epoch - mean of the last
+    window)``, each window ``max(1, ceil(tail * epochs))`` epochs long; 0 when the stage's loss
+    did not fall at all, NaN when the stage has fewer than two windows of epochs. ``history`` is
+    a run's list of per-epoch records (``stage``, ``loss``).
     """
     if not history:
         return math.nan
@@ -169,15 +174,15 @@ def loss_change(history: Sequence[dict], tail: float = CONVERGENCE_TAIL) -> floa
     k = max(1, math.ceil(tail * len(losses)))
     if len(losses) < 2 * k:
         return math.nan
-    last, before = losses[-k:], losses[-2 * k:-k]
-    m_last, m_before = math.fsum(last) / k, math.fsum(before) / k
-    return (m_before - m_last) / abs(m_last) if m_last else math.inf
+    m_last, m_before = math.fsum(losses[-k:]) / k, math.fsum(losses[-2 * k:-k]) / k
+    fall = losses[0] - m_last
+    return (m_before - m_last) / fall if fall > 0 else 0.0
 
 
 def converged(history: Sequence[dict], tail: float = CONVERGENCE_TAIL, tol: float = CONVERGENCE_TOL) -> bool:
     """Whether the final stage's loss has flattened (see ``CONVERGENCE_TOL``); too short a run has not."""
     change = loss_change(history, tail)
-    return bool(math.isfinite(change) and abs(change) < tol)
+    return bool(math.isfinite(change) and change < tol)
 
 
 @dataclass

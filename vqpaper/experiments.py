@@ -33,7 +33,7 @@ def params_of(cfg: NotebookConfig) -> dict:
 
 def synthetic_configs(cfg: NotebookConfig, *, methods: Sequence[str] = ("scratch", "pretrained"),
                       quantizer: str = "ema", encoder_hiddens: Optional[Iterable[int]] = None,
-                      epochs: Optional[int] = None) -> list[SyntheticRun]:
+                      epochs: Optional[int] = None, ema_update: str = "eq5") -> list[SyntheticRun]:
     """Every (dim, method, encoder width, seed) run of a synthetic experiment."""
     hiddens = list(encoder_hiddens) if encoder_hiddens is not None else [32]
     scratch_epochs = epochs if epochs is not None else cfg.get("scratch_epochs", cfg.get("epochs"))
@@ -47,7 +47,7 @@ def synthetic_configs(cfg: NotebookConfig, *, methods: Sequence[str] = ("scratch
                         epochs=scratch_epochs, pretrain_epochs=cfg.get("pretrain_epochs", max(1, scratch_epochs // 2)),
                         finetune_epochs=cfg.get("finetune_epochs", max(1, scratch_epochs // 2)),
                         n_per_cluster=cfg.n_per_cluster, data_seed=cfg.data_seed, seed=seed,
-                        device=cfg.device).validate())
+                        ema_update=ema_update, device=cfg.device).validate())
     return out
 
 
@@ -109,8 +109,24 @@ def summary(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[str]) ->
         g = groups.setdefault(label, {m: [] for m in metrics})
         for m in metrics:
             g[m].append(row.get(m, float("nan")))
-    return {label: {m: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": [float(x) for x in v]}
-                    for m, v in g.items()} for label, g in groups.items()}
+    return {label: {m: aggregate(v) for m, v in g.items()} for label, g in groups.items()}
+
+
+def aggregate(values: Sequence[float]) -> dict:
+    """``{"mean", "std", "per_seed"}`` of one metric over seeds: the book's one aggregation.
+
+    ``std`` is the sample standard deviation (ddof 1), as in the figures' error bars; 0 for a
+    single seed.
+    """
+    v = np.asarray([float(x) for x in values], dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "per_seed": [float(x) for x in v]}
+
+
+def mean_std_text(values: Sequence[float], fmt: str = ".3g") -> str:
+    """``"0.58 ± 0.03"``: mean ± sample standard deviation over seeds (see :func:`aggregate`)."""
+    a = aggregate(values)
+    return f"{a['mean']:{fmt}} ± {a['std']:.2g}"
 
 
 def summary_frame(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[str], digits: int = 3):
@@ -119,7 +135,7 @@ def summary_frame(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[st
 
     s = summary(rows_, by, metrics)
     return pd.DataFrame([{**dict(zip(by, label.split("/"))),
-                          **{m: f"{d[m]['mean']:.{digits}g} ± {d[m]['std']:.{digits}g}" for m in metrics}}
+                          **{m: f"{d[m]['mean']:.{digits}g} ± {d[m]['std']:.2g}" for m in metrics}}
                          for label, d in s.items()])
 
 
@@ -135,6 +151,43 @@ def histogram_panel(result: RunResult, title: str) -> dict:
 def reconstruction_panel(result: RunResult, title: str) -> dict:
     a = result.arrays
     return {"title": title, "X": a["X"], "X_hat": a["X_hat"], "y": a["y"]}
+
+
+# --------------------------------------------------------------------------------------
+# Verdicts: paired checks over settings (claims.Family collects them per sentence of the paper)
+# --------------------------------------------------------------------------------------
+def runs_converged(results: Sequence[RunResult], **where) -> bool:
+    """Whether every selected run's final training loss has flattened (``claims.converged``)."""
+    from .claims import converged
+
+    return all(converged(r.history) for r in select(results, **where))
+
+
+def paired_checks(results: Sequence[RunResult], metric: str, *, better: dict, worse: dict, over: str,
+                  values: Iterable, label: str, claim: str, higher_is_better: bool = True,
+                  id_prefix: str = "", worse_results: Optional[Sequence[RunResult]] = None) -> list:
+    """One ``claims.paired`` check per value of ``over`` (e.g. per dim): ``better`` vs ``worse`` seed by seed.
+
+    ``better``/``worse`` select runs (e.g. ``{"method": "pretrained"}``); ``label`` formats the
+    setting (``"{}-D"``), ``claim`` the statement (``"{setting}: pretraining gives ..."``). A
+    check is inconclusive when any run it compares had not converged. ``worse_results``: take
+    the ``worse`` runs from another list (e.g. another quantizer's runs).
+    """
+    from . import claims
+
+    other = results if worse_results is None else worse_results
+    out = []
+    for value in values:
+        setting = label.format(value)
+        b = select(results, **{over: value}, **better)
+        w = select(other, **{over: value}, **worse)
+        ok = runs_converged(b) and runs_converged(w)
+        out.append(claims.paired(f"{id_prefix}-{metric.replace('_', '-')}-{setting}".lower().replace(" ", "")
+                                 .replace(",", "").replace("=", ""),
+                                 claim.format(setting=setting),
+                                 [float(r.metrics[metric]) for r in b], [float(r.metrics[metric]) for r in w],
+                                 higher_is_better=higher_is_better, converged=ok, setting=setting))
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -244,29 +297,6 @@ def recipe_rows(results: Sequence[RunResult], keys: Sequence[str]) -> list[dict]
     for row, r in zip(out, results):
         row["recipe"] = recipe_of(r.config)
     return out
-
-
-def _majority(checks) -> bool:
-    return bool(checks) and 2 * sum(c.held for c in checks) > len(checks)
-
-
-def cure_verdict(vs_scratch, vs_pretrained) -> str:
-    """Does SimVQ cure a collapse? Words for the book, from two lists of ``claims.Claim``.
-
-    ``vs_scratch``: "SimVQ beats EMA-VQ from scratch" checks; ``vs_pretrained``: "SimVQ beats
-    EMA-VQ with pretraining" checks. A majority of the latter held: "cures"; else a majority
-    of the former: "eases but does not cure"; else "does not ease".
-    """
-    if _majority(vs_pretrained):
-        return "cures"
-    if _majority(vs_scratch):
-        return "eases but does not cure"
-    return "does not ease"
-
-
-def persists_verdict(checks) -> str:
-    """Embeddings collapse under SimVQ: "persists" when a majority of "h32 beats h4" checks held."""
-    return "persists" if _majority(checks) else "does not show"
 
 
 def cifar_data_description(data, results: Sequence[RunResult]) -> str:

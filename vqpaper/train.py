@@ -215,7 +215,8 @@ def run_cifar(cfg: CifarRun, data: CifarData, progress: bool = False) -> RunResu
         "usage": M.usage(idx_tr_np, cfg.codebook_size),
         "codes_used": int(np.unique(idx_tr_np).size),
         "test_perplexity": M.perplexity(idx_te.cpu().numpy().reshape(-1), cfg.codebook_size),
-        "participation_ratio": M.participation_ratio(z_te.reshape(-1, cfg.token_dim).cpu().numpy()),
+        # normalised by token_dim, as for the synthetic runs (metrics.collapse_metrics): one meaning per name
+        "participation_ratio": M.participation_ratio_normalised(z_te.reshape(-1, cfg.token_dim).cpu().numpy()),
         "n_train": int(x_train.shape[0]), "n_test": int(x_test.shape[0]),
     }
     n_show = min(8, x_test.shape[0])

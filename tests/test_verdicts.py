@@ -1,0 +1,139 @@
+"""Every family of the book can hold and can fail: fed fabricated runs, each goes both ways."""
+import pytest
+
+from vqpaper import claims, verdicts
+from vqpaper.train import RunResult
+
+FLAT = [{"stage": "scratch", "loss": 0.2}] * 10          # converged
+FALLING = [{"stage": "scratch", "loss": 1.0 - 0.05 * i} for i in range(10)]  # a straight line: still falling
+
+
+def run(metrics, history=FLAT, **config):
+    return RunResult(config=config, history=list(history), metrics=dict(metrics))
+
+
+SEEDS = (0, 1, 2)
+
+
+def synthetic(dims, good, bad, metrics, good_cfg, bad_cfg, jitter=0.01, **extra):
+    """Runs where ``good_cfg`` has every metric at ``good`` and ``bad_cfg`` at ``bad`` (+ seed jitter)."""
+    out = []
+    for d in dims:
+        for s in SEEDS:
+            out.append(run({m: good + jitter * s for m in metrics}, dim=d, seed=s, **good_cfg, **extra))
+            out.append(run({m: bad + jitter * s for m in metrics}, dim=d, seed=s, **bad_cfg, **extra))
+    return out
+
+
+def outcomes(families):
+    return {f.id: f.outcome for f in families}
+
+
+TCS = ("alloc_entropy", "min_tokens_per_cluster", "coverage")
+
+
+@pytest.mark.parametrize("good, bad, expected", [(0.9, 0.5, claims.HELD), (0.5, 0.9, claims.NOT_HELD)])
+def test_tokens_collapse_synthetic_goes_both_ways(good, bad, expected):
+    runs = synthetic([2, 8], good, bad, TCS, {"method": "pretrained"}, {"method": "scratch"})
+    fams = verdicts.tokens_collapse_synthetic(runs, [2, 8])
+    assert set(outcomes(fams).values()) == {expected}
+    assert all(len(f.checks) == 2 for f in fams)
+    assert all(f.phrase == f.phrases[expected] for f in fams)
+
+
+def test_tokens_collapse_synthetic_not_converged_is_inconclusive():
+    runs = synthetic([2], 0.9, 0.5, TCS, {"method": "pretrained"}, {"method": "scratch"})
+    runs[0].history = FALLING
+    assert set(outcomes(verdicts.tokens_collapse_synthetic(runs, [2])).values()) == {claims.INCONCLUSIVE}
+
+
+def test_ablation_sentence_says_whether_outcomes_moved():
+    held = verdicts.tokens_collapse_synthetic(
+        synthetic([2], 0.9, 0.5, TCS, {"method": "pretrained"}, {"method": "scratch"}), [2])
+    failed = verdicts.tokens_collapse_synthetic(
+        synthetic([2], 0.5, 0.9, TCS, {"method": "pretrained"}, {"method": "scratch"}), [2], suffix="-x")
+    assert "do not depend" in verdicts.ablation_sentence(held, held, "x")
+    assert "3 of 3 families come out differently" in verdicts.ablation_sentence(held, failed, "x")
+
+
+def cifar_runs(pre_ppl, scr_ppl, pre_mse, scr_mse, sizes=(16, 256, 4096), seeds=SEEDS):
+    out = []
+    for k in sizes:
+        for s in seeds:
+            g = k / 16  # perplexity grows with K for both; pre_ppl/scr_ppl scale it
+            out.append(run({"perplexity": pre_ppl * g + s, "test_mse": pre_mse + 1e-4 * s}, codebook_size=k,
+                           method="pretrained", seed=s))
+            out.append(run({"perplexity": scr_ppl * g ** 0.2 + s, "test_mse": scr_mse + 1e-4 * s}, codebook_size=k,
+                           method="scratch", seed=s))
+    return out
+
+
+def test_tokens_collapse_cifar_goes_both_ways():
+    fams = outcomes(verdicts.tokens_collapse_cifar(cifar_runs(10, 8, 0.010, 0.020), [16, 256, 4096]))
+    assert fams["tcc-large-perplexity"] == fams["tcc-large-mse"] == claims.HELD
+    assert fams["tcc-pretrained-rising"] == fams["tcc-scratch-stagnates"] == claims.HELD
+    assert fams["tcc-smallest-mse"] == claims.NOT_HELD   # pretraining not worse at the smallest K here
+    fams = outcomes(verdicts.tokens_collapse_cifar(cifar_runs(1, 200, 0.030, 0.020), [16, 256, 4096]))
+    assert fams["tcc-large-perplexity"] == fams["tcc-large-mse"] == claims.NOT_HELD
+    assert fams["tcc-smallest-mse"] == claims.HELD
+    # one seed decides nothing
+    one = outcomes(verdicts.tokens_collapse_cifar(cifar_runs(10, 8, 0.010, 0.020, seeds=(0,)), [16, 256, 4096]))
+    assert set(one.values()) == {claims.INCONCLUSIVE}
+
+
+EC = ("participation_ratio", "precision", "embedding_peaks")
+
+
+@pytest.mark.parametrize("wide, narrow, expected", [(0.9, 0.4, claims.HELD), (0.4, 0.9, claims.NOT_HELD)])
+def test_embeddings_collapse_goes_both_ways(wide, narrow, expected):
+    runs = synthetic([2, 8], wide, narrow, EC, {"encoder_hidden": 32}, {"encoder_hidden": 4})
+    for r in runs:  # MSE: lower is better, so the wide encoder gets the low value when the claim should hold
+        r.metrics["mse"] = (0.1 if (r.config["encoder_hidden"] == 32) == (expected == claims.HELD) else 0.3) \
+            + 0.001 * r.config["seed"]
+    fams = verdicts.embeddings_collapse(runs, [2, 8], [1, 4], narrow=4, wide=32)
+    assert set(outcomes(fams).values()) == {expected}
+    peaks = next(f for f in fams if f.id == "ec-merged-peaks")
+    assert [c.setting for c in peaks.checks] == ["2-D"]      # peaks only for 1-D tokens
+
+
+@pytest.mark.parametrize("wide, narrow, expected", [(0.9, 0.4, claims.HELD), (0.4, 0.9, claims.NOT_HELD)])
+def test_embeddings_variant_goes_both_ways(wide, narrow, expected):
+    runs = synthetic([2], wide, narrow, ("min_spread_ratio",), {"encoder_hidden": 32}, {"encoder_hidden": 4})
+    for r in runs:
+        r.metrics["mse"] = 1 - r.metrics["min_spread_ratio"]
+    assert set(outcomes(verdicts.embeddings_collapse_pretrained(runs, [2], narrow=4, wide=32)).values()) == {expected}
+
+
+def simvq_runs(simvq_good: bool):
+    hi, lo = (0.95, 0.5) if simvq_good else (0.5, 0.95)
+    runs = []
+    for d in (2, 8):
+        for s in SEEDS:
+            j = 0.01 * s
+            runs += [run({"usage": hi + j, "alloc_entropy": 0.8 + j, "participation_ratio": 0.9 + j}, dim=d,
+                         seed=s, quantizer="simvq", method="scratch", encoder_hidden=32),
+                     run({"usage": hi + j, "alloc_entropy": 0.8 + j, "participation_ratio": (0.4 if simvq_good
+                                                                                            else 0.95) + j},
+                         dim=d, seed=s, quantizer="simvq", method="scratch", encoder_hidden=4),
+                     run({"usage": 1.0, "alloc_entropy": (0.9 if simvq_good else 0.7) + j}, dim=d, seed=s,
+                         quantizer="simvq", method="pretrained", encoder_hidden=32),
+                     run({"usage": 1.0, "alloc_entropy": lo + j}, dim=d, seed=s, quantizer="ema", method="scratch",
+                         encoder_hidden=32)]
+    cifar = []
+    for k in (256, 1024):
+        for s in SEEDS:
+            cifar += [run({"usage": hi + 0.01 * s, "perplexity": (k if simvq_good else 10) + s,
+                           "codes_used": (k * hi if simvq_good else 300 - k / 8) + s},
+                          codebook_size=k, seed=s, quantizer="simvq", method="scratch"),
+                      run({"usage": 0.1, "perplexity": 50 + s, "codes_used": 40 + s}, codebook_size=k, seed=s,
+                          quantizer="ema", method="scratch")]
+    return runs, cifar
+
+
+@pytest.mark.parametrize("good, expected", [(True, claims.HELD), (False, claims.NOT_HELD)])
+def test_simvq_families_go_both_ways(good, expected):
+    runs, cifar = simvq_runs(good)
+    fams = verdicts.simvq(runs, cifar, [2, 8], [256, 1024], narrow=4, wide=32)
+    assert [f.id for f in fams] == ["svq-own-usage", "svq-own-rising", "svq-eases-tokens", "svq-plus-pretraining",
+                                    "svq-embeddings-persist"]
+    assert set(outcomes(fams).values()) == {expected}, outcomes(fams)
