@@ -279,9 +279,9 @@ def publish(cfg, families: Sequence[Family], figure_id: str, prefix: str):
     """
     from . import book, experiments
 
-    ids = [f.id for f in families]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"publish: family ids repeat: {ids}")
+    ids = [f.id for f in families] + [c.id for f in families for c in f.checks]
+    if len(set(ids)) != len(ids):  # each is a glue key: a repeat is a book-build warning
+        raise ValueError(f"publish: family and check ids must all differ, got {sorted(ids)}")
     for f in families:
         book.glue_text(f"claim.{f.id}", f.verdict)
         book.glue_text(f"claim.{f.id}.phrase", f.phrase)

@@ -108,7 +108,7 @@ def tokens_collapse_cifar(runs: Sequence, sizes: Sequence[int]) -> list[Family]:
                        "budget.")),
         Family("tcc-pretrained-rising", "§3.1.2, Fig. 4",
                "the pretrained model's perplexity keeps increasing with the codebook size",
-               [claims.paired("tcc-pretrained-rising", f"{span}: the pretrained perplexity increases",
+               [claims.paired(f"tcc-rising-k{k_mid}-k{k_max}", f"{span}: the pretrained perplexity increases",
                               [float(r.metrics["perplexity"]) for r in select(runs, codebook_size=k_max, **pre)],
                               [float(r.metrics["perplexity"]) for r in select(runs, codebook_size=k_mid, **pre)],
                               converged=ok, setting=span)],
@@ -117,7 +117,7 @@ def tokens_collapse_cifar(runs: Sequence, sizes: Sequence[int]) -> list[Family]:
                        "Whether the pretrained perplexity keeps rising cannot be decided at this budget.")),
         Family("tcc-scratch-stagnates", "§3.1.2, Fig. 4",
                "from scratch the perplexity stagnates: it grows by a smaller factor than the pretrained one",
-               [claims.paired("tcc-scratch-stagnates", f"{span}: the scratch perplexity grows by a smaller "
+               [claims.paired(f"tcc-growth-k{k_mid}-k{k_max}", f"{span}: the scratch perplexity grows by a smaller "
                               "factor than the pretrained one", growth["pretrained"], growth["scratch"],
                               converged=ok, setting=span)],
                phrases("From scratch the perplexity stagnates while the pretrained one keeps growing.",
@@ -309,7 +309,7 @@ def simvq(runs: Sequence, cifar_runs: Sequence, dims: Sequence[int], sizes: Sequ
         families.insert(1, Family(
             "svq-own-rising", "SimVQ (Zhu, Li et al. 2024), abstract",
             "SimVQ's codebook use grows with the codebook size",
-            [claims.paired("svq-own-rising", f"{span}: SimVQ uses more codes at the larger codebook",
+            [claims.paired(f"svq-codes-k{sizes[0]}-k{sizes[-1]}", f"{span}: SimVQ uses more codes at the larger codebook",
                            [float(r.metrics["codes_used"]) for r in hi], [float(r.metrics["codes_used"]) for r in lo],
                            converged=runs_converged(lo + hi), setting=span)],
             phrases("SimVQ's codebook use grows with the codebook size.",
