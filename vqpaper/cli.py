@@ -106,9 +106,20 @@ def parse_overrides(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
     return out
 
 
+def _book_extra(module: str):
+    """Import a package of the ``book`` extra, or say how to install it (no traceback)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise CLIError(f"running notebooks needs {module}, part of the 'book' extra: "
+                       "pip install -e '.[book]' -c constraints.txt (or `make venv`)") from None
+
+
 def convert(py_path: Path, out_dir: Path | None = None) -> Path:
     """jupytext percent ``.py`` -> ``_build/jupytext/<name>.ipynb`` (kernel python3)."""
-    import jupytext
+    jupytext = _book_extra("jupytext")
 
     out_dir = out_dir or paths.BUILD / "jupytext"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +137,7 @@ def convert(py_path: Path, out_dir: Path | None = None) -> Path:
 
 def notebook_parameters(ipynb: Path) -> dict[str, Any]:
     """Names and defaults of the notebook's ``parameters`` cell."""
-    import papermill
+    papermill = _book_extra("papermill")
 
     return {name: p.get("default") for name, p in papermill.inspect_notebook(str(ipynb)).items()}
 
@@ -147,7 +158,7 @@ def execute(py_path: Path, profile: str, overrides: dict[str, Any], *,
             timeout: int | None = None, book_copy: bool | None = None,
             ignore_unknown: bool = False, progress: bool = False) -> tuple[Path, float]:
     """Convert, execute with papermill, copy to the book; returns (executed path, seconds)."""
-    import papermill
+    papermill = _book_extra("papermill")
     from papermill.exceptions import PapermillExecutionError
 
     name = py_path.stem

@@ -1,5 +1,6 @@
-"""One place for paths: the build folders every notebook and command writes to."""
+"""One place for paths: the build folders every notebook and command writes to, and figure ids."""
 import os
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -10,3 +11,16 @@ EXECUTED = BUILD / "executed"
 CACHE = Path(os.environ.get("VQPAPER_CACHE", BUILD / "cache")).resolve()
 NOTEBOOKS = ROOT / "notebooks"
 REFERENCES = ROOT / "tests" / "references"
+
+#: A figure's stable id (SPEC: file name, MyST ``name:``, key of its recorded numbers).
+FIGURE_ID = re.compile(r"^fig-[a-z0-9-]+$")
+
+
+def check_figure_id(figure_id) -> str:
+    """``figure_id`` if it looks like ``fig-tokens-collapse-synthetic``, else a ConfigError saying so."""
+    from .errors import ConfigError  # a ValueError too
+
+    if not isinstance(figure_id, str) or not FIGURE_ID.match(figure_id):
+        raise ConfigError(f"figure_id {figure_id!r} is not allowed: use 'fig-' then lowercase letters, digits "
+                         "and hyphens, e.g. 'fig-tokens-collapse-synthetic'")
+    return figure_id

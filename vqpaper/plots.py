@@ -10,7 +10,6 @@ machine. Text is ≥ 9 pt and figures are saved at 120 dpi.
 from __future__ import annotations
 
 import functools
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,8 +33,8 @@ __all__ = [
     "plot_image_grid",
 ]
 
-#: Figure ids: lowercase words joined by hyphens, starting with ``fig-``.
-FIGURE_ID = re.compile(r"^fig-[a-z0-9-]+$")
+from vqpaper.paths import FIGURE_ID, check_figure_id  # noqa: E402  (one definition, re-exported)
+
 DPI = 120
 
 _RC = {
@@ -74,11 +73,7 @@ def save_figure(fig, figure_id, directory=None):
     """
     if not isinstance(fig, Figure):
         raise ConfigError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
-    if not isinstance(figure_id, str) or not FIGURE_ID.match(figure_id):
-        raise ConfigError(
-            f"figure_id {figure_id!r} is not allowed: use 'fig-' then lowercase letters, digits "
-            "and hyphens, e.g. 'fig-tokens-collapse-synthetic'"
-        )
+    check_figure_id(figure_id)
     if directory is None:
         from vqpaper import paths  # read at call time, so VQPAPER_BUILD / monkeypatching apply
 

@@ -404,13 +404,9 @@ def _cross_compare(figure: str, ref: Mapping[str, Any], new: Mapping[str, Any],
 
 
 def _load_dir(directory: str | os.PathLike) -> dict[str, dict]:
-    out = {}
-    directory = Path(directory)
-    if directory.is_dir():
-        for path in sorted(directory.glob("*.json")):
-            data = json.loads(path.read_text())
-            out[str(data.get("figure_id", path.stem))] = data
-    return out
+    from .results import load_results
+
+    return load_results(directory)
 
 
 def check_dirs(ref_dir: str | os.PathLike, new_dir: str | os.PathLike,

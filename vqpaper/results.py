@@ -21,7 +21,6 @@ from typing import Any, Mapping
 
 from . import paths
 
-FIGURE_ID = re.compile(r"^fig-[a-z0-9-]+$")
 
 
 # --------------------------------------------------------------------------- JSON
@@ -160,16 +159,12 @@ def environment(device: Any = None) -> dict[str, Any]:
 
 
 def _wall_time(started: Any) -> float | None:
-    """Seconds since ``started``: a ``time.time()`` value, a ``time.perf_counter()``
-    value (monotonic clocks count from boot, far below 1e9 s) or a datetime."""
+    """Seconds since ``started``, a ``time.time()`` value or a datetime (``None``: not timed)."""
     if started is None:
         return None
     if isinstance(started, _dt.datetime):
-        now = _dt.datetime.now(started.tzinfo)
-        return round((now - started).total_seconds(), 3)
-    started = float(started)
-    now = time.time() if started > 1e9 else time.perf_counter()
-    return round(now - started, 3)
+        return round((_dt.datetime.now(started.tzinfo) - started).total_seconds(), 3)
+    return round(time.time() - float(started), 3)
 
 
 # -------------------------------------------------------------------------- record
@@ -196,13 +191,9 @@ def record(
 
     ``values`` is whatever the figure shows (nested dicts/lists of numbers: per seed
     and aggregated); numpy/torch scalars and arrays are converted. ``started`` is
-    ``time.time()`` or ``time.perf_counter()`` taken when the figure's work began.
+    ``time.time()`` taken when the figure's work began.
     """
-    if not isinstance(figure_id, str) or not FIGURE_ID.match(figure_id):
-        raise ValueError(
-            f"figure_id {figure_id!r} must look like 'fig-tokens-collapse-synthetic' "
-            "(lower-case letters, digits and dashes after 'fig-')"
-        )
+    paths.check_figure_id(figure_id)
     if profile is None:
         raise ValueError(f"record({figure_id!r}): pass profile= ('ci' or 'paper')")
     out_dir = Path(directory) if directory is not None else paths.RESULTS

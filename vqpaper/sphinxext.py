@@ -1,0 +1,103 @@
+"""The book's Sphinx extension: ``{vqpaper-provenance}`` and two fixes of the stock theme.
+
+``_config.yml`` loads this module as a local Sphinx extension so that ``book/provenance.md``
+can show a table of every recorded figure at build time, read from ``_build/results/*.json``.
+Kept apart from ``vqpaper.book`` (what notebooks call): nothing here runs in a notebook.
+"""
+from __future__ import annotations
+
+
+def _provenance_directive():
+    from docutils import nodes
+    from docutils.parsers.rst import Directive, directives
+
+    from . import paths
+    from .results import provenance_rows
+
+    class ProvenanceDirective(Directive):
+        """A table of the recorded figures: ``{vqpaper-provenance}`` (``:notebook: NN_name``)."""
+
+        has_content = False
+        option_spec = {"notebook": directives.unchanged}
+
+        def run(self):
+            env = self.state.document.settings.env
+            # Rebuild this page whenever a result is added or rewritten.
+            if paths.RESULTS.is_dir():
+                env.note_dependency(str(paths.RESULTS))
+                for path in paths.RESULTS.glob("*.json"):
+                    env.note_dependency(str(path))
+            rows = provenance_rows(self.options.get("notebook"))
+            if not rows:
+                para = nodes.paragraph(text=f"No recorded results in {paths.RESULTS}: "
+                                            "run the notebooks first (vqpaper book).")
+                return [para]
+            out = []
+            # The environment is usually the same for every figure: say it once.
+            environments = sorted({r["environment"] for r in rows})
+            if len(environments) == 1:
+                out.append(nodes.paragraph(text=f"Environment of every figure: {environments[0]}."))
+            # Three columns, several lines each: fits the page without scrolling.
+            table = nodes.table(classes=["vqpaper-provenance"])
+            group = nodes.tgroup(cols=3)
+            table += group
+            for width in (3, 4, 3):
+                group += nodes.colspec(colwidth=width)
+            head, body = nodes.thead(), nodes.tbody()
+            group += head
+            group += body
+
+            def entry(*lines):
+                cell, block = nodes.entry(), nodes.line_block()
+                for line in lines:
+                    block += nodes.line("", "", *(line if isinstance(line, list)
+                                                  else [nodes.Text(str(line))]))
+                cell += block
+                return cell
+
+            row = nodes.row()
+            for title in ("figure", "parameters", "run"):
+                row += entry(title)
+            head += row
+            for r in rows:
+                row = nodes.row()
+                row += entry([nodes.literal(r["figure"], r["figure"])],
+                             f"{r['notebook']}, profile {r['profile']}")
+                row += entry(r["parameters"] or "(none)")
+                run_lines = [f"commit {r['commit']}", f"{r['wall time (s)']} s",
+                             f"{r['created (UTC)'].replace('T', ' ')} UTC"]
+                if len(environments) > 1:
+                    run_lines.append(r["environment"])
+                row += entry(*run_lines)
+                body += row
+            return out + [table]
+
+    return ProvenanceDirective
+
+
+def _clean_page_context(app, pagename, templatename, context, doctree):
+    """Two console errors of the stock theme stack, fixed per page (tests/test_browser.py).
+
+    Sphinx 7.4 lists an inline script registered after the builder started twice (filename
+    None, then ''), so sphinx-thebe's ``const THEBE_JS_URL`` is declared twice (SyntaxError);
+    and pydata-sphinx-theme reads ``default_mode`` from the context, where nothing sets it
+    ("Got invalid theme mode" on a first visit).
+    """
+    context.setdefault("default_mode", "auto")
+    scripts = context.get("script_files")
+    if isinstance(scripts, list):
+        seen, unique = set(), []
+        for js in scripts:
+            key = (getattr(js, "filename", js) or "", getattr(js, "priority", 0),
+                   tuple(sorted(getattr(js, "attributes", {}).items())))
+            if key not in seen:
+                seen.add(key)
+                unique.append(js)
+        scripts[:] = unique
+
+
+def setup(app):  # pragma: no cover - exercised by the book build
+    """Sphinx entry point: registers ``{vqpaper-provenance}``."""
+    app.add_directive("vqpaper-provenance", _provenance_directive())
+    app.connect("html-page-context", _clean_page_context)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
