@@ -49,7 +49,7 @@ from vqpaper import book, claims, experiments as ex, metrics, plots, quantizers,
 cfg = ex.setup("01_preliminaries", profile, seeds=seeds, dim=dim, token_dim=token_dim,
                scratch_epochs=scratch_epochs, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
                n_per_cluster=n_per_cluster, data_seed=data_seed, device=device)
-ex.params_of(cfg)
+ex.parameters_table(cfg)
 
 # %% [markdown]
 # ## 1. Quantization: the nearest token (eq. 1)

@@ -52,7 +52,7 @@ from vqpaper import book, claims, experiments as ex, plots, results, verdicts
 cfg = ex.setup("02_tokens_collapse_synthetic", profile, seeds=seeds, dims=dims, token_dims=token_dims,
                scratch_epochs=scratch_epochs, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
                n_per_cluster=n_per_cluster, data_seed=data_seed, laplace_ablation=laplace_ablation, device=device)
-ex.params_of(cfg)
+ex.parameters_table(cfg)
 
 # %% [markdown]
 # ## Train both recipes

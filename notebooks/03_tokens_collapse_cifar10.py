@@ -64,7 +64,7 @@ cfg = ex.setup("03_tokens_collapse_cifar10", profile, codebook_sizes=codebook_si
                channels=channels, residual_channels=residual_channels, scratch_epochs=scratch_epochs,
                pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs, train_images=train_images,
                kmeans_vectors=kmeans_vectors, seeds=seeds, cifar10=cifar10, device=device)
-ex.params_of(cfg)
+ex.parameters_table(cfg)
 
 # %% [markdown]
 # ## Data

@@ -76,7 +76,7 @@ cfg = ex.setup("04_embeddings_collapse", profile, dims=dims, token_dims=token_di
                cifar_channels=cifar_channels, cifar_residual_channels=cifar_residual_channels,
                cifar_epochs=cifar_epochs, cifar_codebook_size=cifar_codebook_size, cifar_token_dim=cifar_token_dim,
                cifar_kmeans_vectors=cifar_kmeans_vectors, cifar_seeds=cifar_seeds, cifar10=cifar10, device=device)
-ex.params_of(cfg)
+ex.parameters_table(cfg)
 
 # %% [markdown]
 # ## Synthetic data: narrow against wide encoders

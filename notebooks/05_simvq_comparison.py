@@ -84,7 +84,7 @@ cfg = ex.setup("05_simvq_comparison", profile, seeds=seeds, dims=dims, token_dim
                cifar_pretrain_epochs=cifar_pretrain_epochs, cifar_finetune_epochs=cifar_finetune_epochs,
                cifar_seeds=cifar_seeds, train_images=train_images, kmeans_vectors=kmeans_vectors,
                cifar10=cifar10, device=device)
-ex.params_of(cfg)
+ex.parameters_table(cfg)
 
 # %% [markdown]
 # ## Synthetic data: train the recipes

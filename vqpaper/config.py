@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Optional
 
 from .errors import ConfigError, check_positive_int
@@ -203,76 +203,269 @@ def set_threads(n: Optional[int] = None) -> int:
 
 
 # --------------------------------------------------------------------------------------
-# Notebook parameters and profiles
+# Notebook parameters: one typed dataclass per notebook, `ci` and `paper` as two presets
 # --------------------------------------------------------------------------------------
-SYN = {"n_per_cluster": 1000, "data_seed": 0}
+# A field's type says what it accepts; one checker (``Kind.check``) per kind of value gives
+# every message the parameter, the bad value and what is allowed. A notebook's ``parameters``
+# cell names exactly these fields (tests/test_config.py), each ``None`` by default, meaning
+# "the profile's value".
 
-NOTEBOOK_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+
+@dataclass(frozen=True)
+class Kind:
+    """What a parameter accepts: "positive", "non-negative", "positive list", "seed list",
+    "optional positive", "optional path", "flag" or "device"."""
+
+    name: str
+    maximum: Optional[int] = None
+
+    @property
+    def is_list(self) -> bool:
+        return self.name in ("positive list", "seed list")
+
+    def check(self, param: str, value, example) -> Any:
+        """The checked value, or a ConfigError naming ``param``, ``value`` and what is allowed."""
+        if self.is_list:
+            if isinstance(value, str):
+                value = _literal(value)  # papermill -p passes "[16, 256]" as text
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"parameter {param!r} must be a list like {example!r}, got "
+                                  f"{type(value).__name__} {value!r} (vqpaper run: -p {param} \"{example!r}\"; "
+                                  f"papermill: -y \"{param}: {example!r}\")")
+            if not value:
+                raise ConfigError(f"parameter {param!r} must not be empty (e.g. {example!r})")
+            for v in value:
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ConfigError(f"parameter {param!r} must be a list of int, got element {v!r} in {value!r}")
+                if self.name == "seed list":
+                    _nonneg_int(f"{param} element", v)
+                else:
+                    check_positive_int(f"{param} element", v, self.maximum)
+            return list(value)
+        if self.name == "flag":
+            if not isinstance(value, bool):
+                raise ConfigError(f"parameter {param!r} must be True or False, got {value!r}")
+            return value
+        if self.name == "device":
+            return resolve_device(value)
+        if self.name == "optional path":
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"parameter {param!r} must be a path (str) or None, got {value!r}")
+            return value
+        if self.name == "optional positive" and value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"parameter {param!r} must be int like {example!r}, got {type(value).__name__} "
+                              f"{value!r}")
+        if self.name == "non-negative":
+            _nonneg_int(param, value)
+        else:
+            check_positive_int(param, value, self.maximum)
+        return value
+
+
+POSITIVE, NONNEG = Kind("positive"), Kind("non-negative")
+POSITIVE_LIST, SEED_LIST = Kind("positive list"), Kind("seed list")
+CODEBOOK_LIST = Kind("positive list", maximum=MAX_CODEBOOK)
+OPTIONAL_POSITIVE, OPTIONAL_PATH = Kind("optional positive"), Kind("optional path")
+FLAG, DEVICE = Kind("flag"), Kind("device")
+
+
+def param(kind: Kind, doc: str):
+    """A notebook parameter: its kind (the checker) and what it means (shown by ``describe``)."""
+    return field(metadata={"kind": kind, "doc": doc})
+
+
+class NotebookParams:
+    """Shared by the notebook dataclasses: cross-field checks."""
+
+    def validate(self):
+        dims, token_dims = getattr(self, "dims", None), getattr(self, "token_dims", None)
+        if dims is not None and token_dims is not None:
+            if len(dims) != len(token_dims):
+                raise ConfigError(f"dims={dims} and token_dims={token_dims} must have the same length")
+            for d, t in zip(dims, token_dims):
+                if d % t:
+                    raise ConfigError(f"token_dims: token_dim={t} must divide dim={d}")
+        if getattr(self, "dim", None) is not None and self.dim % self.token_dim:
+            raise ConfigError(f"token_dim={self.token_dim} must divide dim={self.dim}")
+        for k in getattr(self, "codebook_sizes", None) or []:
+            check_codebook_memory(k, getattr(self, "token_dim", 64))
+        return self
+
+
+SYNTHETIC_DOCS = dict(
+    seeds="model seeds", n_per_cluster="points per cluster (10 clusters)",
+    data_seed="seed of the synthetic data, kept apart from the model seeds", device="'auto', 'cpu' or 'cuda[:N]'")
+
+
+@dataclass(frozen=True)
+class Preliminaries(NotebookParams):
+    """01 preliminaries, Fig. 2: the encoder outputs the tokens are initialised from."""
+    dim: int = param(POSITIVE, "dimension of the synthetic data")
+    token_dim: int = param(POSITIVE, "token dimension, must divide dim")
+    seeds: list = param(SEED_LIST, SYNTHETIC_DOCS["seeds"])
+    scratch_epochs: int = param(POSITIVE, "VQ epochs of the scratch runs after their initialisation")
+    pretrain_epochs: int = param(POSITIVE, "autoencoder epochs before the trained encoder is read out")
+    finetune_epochs: int = param(POSITIVE, "VQ epochs of the pretrained runs after their initialisation")
+    n_per_cluster: int = param(POSITIVE, SYNTHETIC_DOCS["n_per_cluster"])
+    data_seed: int = param(NONNEG, SYNTHETIC_DOCS["data_seed"])
+    device: str = param(DEVICE, SYNTHETIC_DOCS["device"])
+
+
+@dataclass(frozen=True)
+class TokensCollapseSynthetic(NotebookParams):
+    """02 tokens collapse on synthetic data (§3.1.1, Fig. 3)."""
+    dims: list = param(POSITIVE_LIST, "data dimensions")
+    token_dims: list = param(POSITIVE_LIST, "token dimension for each data dimension")
+    seeds: list = param(SEED_LIST, SYNTHETIC_DOCS["seeds"])
+    scratch_epochs: int = param(POSITIVE, "epochs of the VQ-VAE trained from scratch")
+    pretrain_epochs: int = param(POSITIVE, "autoencoder pretraining epochs ...")
+    finetune_epochs: int = param(POSITIVE, "... then VQ fine-tuning epochs")
+    n_per_cluster: int = param(POSITIVE, SYNTHETIC_DOCS["n_per_cluster"])
+    data_seed: int = param(NONNEG, SYNTHETIC_DOCS["data_seed"])
+    laplace_ablation: bool = param(FLAG, "also train every run with the Laplace-smoothed EMA update")
+    device: str = param(DEVICE, SYNTHETIC_DOCS["device"])
+
+
+CIFAR_DOCS = dict(
+    token_dim="dimension of a token and of a latent vector", channels="width of the conv encoder and decoder",
+    residual_channels="hidden channels of the residual blocks",
+    train_images="use only this many training images (None: all)",
+    kmeans_vectors="K-means initialisation on a random sample of this many latents (None: all)",
+    cifar10="an .npz or a torchvision folder (None: $VQPAPER_CIFAR10, then a download)")
+
+
+@dataclass(frozen=True)
+class TokensCollapseCifar(NotebookParams):
+    """03 tokens collapse on CIFAR-10, the codebook sweep (§3.1.2, Fig. 4)."""
+    codebook_sizes: list = param(CODEBOOK_LIST, "codebook sizes K to sweep")
+    token_dim: int = param(POSITIVE, CIFAR_DOCS["token_dim"])
+    channels: int = param(POSITIVE, CIFAR_DOCS["channels"])
+    residual_channels: int = param(POSITIVE, CIFAR_DOCS["residual_channels"])
+    pretrain_epochs: int = param(POSITIVE, "autoencoder pretraining epochs ...")
+    finetune_epochs: int = param(POSITIVE, "... then VQ fine-tuning epochs")
+    scratch_epochs: int = param(POSITIVE, "epochs of the VQ-VAE trained from scratch")
+    train_images: Optional[int] = param(OPTIONAL_POSITIVE, CIFAR_DOCS["train_images"])
+    kmeans_vectors: Optional[int] = param(OPTIONAL_POSITIVE, CIFAR_DOCS["kmeans_vectors"])
+    seeds: list = param(SEED_LIST, "model seeds")
+    cifar10: Optional[str] = param(OPTIONAL_PATH, CIFAR_DOCS["cifar10"])
+    device: str = param(DEVICE, SYNTHETIC_DOCS["device"])
+
+
+@dataclass(frozen=True)
+class EmbeddingsCollapse(NotebookParams):
+    """04 embeddings collapse (§3.2, Figs. 5, 6)."""
+    dims: list = param(POSITIVE_LIST, "data dimensions")
+    token_dims: list = param(POSITIVE_LIST, "token dimension for each data dimension")
+    encoder_hiddens: list = param(POSITIVE_LIST, "encoder widths of the VQ-VAEs from scratch (the paper's set-up)")
+    pretrained_hiddens: list = param(POSITIVE_LIST, "encoder widths of the both-pretrained variant")
+    seeds: list = param(SEED_LIST, SYNTHETIC_DOCS["seeds"])
+    epochs: int = param(POSITIVE, "synthetic epochs (pretrained: half AE, half VQ)")
+    n_per_cluster: int = param(POSITIVE, SYNTHETIC_DOCS["n_per_cluster"])
+    data_seed: int = param(NONNEG, SYNTHETIC_DOCS["data_seed"])
+    encoder_channels: list = param(POSITIVE_LIST, "CIFAR-10 encoder widths, widest first")
+    cifar_channels: int = param(POSITIVE, "CIFAR-10 decoder width")
+    cifar_residual_channels: int = param(POSITIVE, CIFAR_DOCS["residual_channels"])
+    cifar_epochs: int = param(POSITIVE, "CIFAR-10 epochs, VQ-VAE from scratch")
+    cifar_codebook_size: int = param(Kind("positive", MAX_CODEBOOK), "CIFAR-10 codebook size")
+    cifar_token_dim: int = param(POSITIVE, "CIFAR-10 token dimension")
+    cifar_kmeans_vectors: Optional[int] = param(OPTIONAL_POSITIVE, CIFAR_DOCS["kmeans_vectors"])
+    cifar_seeds: list = param(SEED_LIST, "model seeds of the CIFAR-10 runs")
+    cifar10: Optional[str] = param(OPTIONAL_PATH, CIFAR_DOCS["cifar10"])
+    device: str = param(DEVICE, SYNTHETIC_DOCS["device"])
+
+
+@dataclass(frozen=True)
+class SimVQComparison(NotebookParams):
+    """05 SimVQ against EMA-VQ and pretraining."""
+    dims: list = param(POSITIVE_LIST, "data dimensions")
+    token_dims: list = param(POSITIVE_LIST, "token dimension for each data dimension")
+    seeds: list = param(SEED_LIST, SYNTHETIC_DOCS["seeds"])
+    scratch_epochs: int = param(POSITIVE, "synthetic VQ-VAE from scratch, EMA or SimVQ")
+    pretrain_epochs: int = param(POSITIVE, "synthetic autoencoder pretraining ...")
+    finetune_epochs: int = param(POSITIVE, "... then VQ fine-tuning")
+    encoder_hiddens: list = param(POSITIVE_LIST, "encoder widths for the embeddings-collapse question")
+    n_per_cluster: int = param(POSITIVE, SYNTHETIC_DOCS["n_per_cluster"])
+    data_seed: int = param(NONNEG, SYNTHETIC_DOCS["data_seed"])
+    codebook_sizes: list = param(CODEBOOK_LIST, "CIFAR-10 codebook sizes K to sweep")
+    token_dim: int = param(POSITIVE, CIFAR_DOCS["token_dim"])
+    channels: int = param(POSITIVE, CIFAR_DOCS["channels"])
+    residual_channels: int = param(POSITIVE, CIFAR_DOCS["residual_channels"])
+    cifar_scratch_epochs: int = param(POSITIVE, "CIFAR-10 VQ-VAE from scratch, EMA or SimVQ")
+    cifar_pretrain_epochs: int = param(POSITIVE, "CIFAR-10 autoencoder pretraining ...")
+    cifar_finetune_epochs: int = param(POSITIVE, "... then EMA-VQ fine-tuning")
+    cifar_seeds: list = param(SEED_LIST, "model seeds of the CIFAR-10 runs")
+    train_images: Optional[int] = param(OPTIONAL_POSITIVE, CIFAR_DOCS["train_images"])
+    kmeans_vectors: Optional[int] = param(OPTIONAL_POSITIVE, CIFAR_DOCS["kmeans_vectors"])
+    cifar10: Optional[str] = param(OPTIONAL_PATH, CIFAR_DOCS["cifar10"])
+    device: str = param(DEVICE, SYNTHETIC_DOCS["device"])
+
+
+SYN = dict(n_per_cluster=1000, data_seed=0, device="auto")
+
+#: notebook -> {profile: preset}. ``ci``: same code path as ``paper``, smaller numbers (SPEC §4).
+PRESETS: dict[str, dict[str, NotebookParams]] = {
     "01_preliminaries": {
         # Fig. 2 needs only the encoder outputs the tokens are initialised from (before any VQ
         # step), so the VQ training after it is one epoch; pretraining as in notebook 02.
-        "ci": {"dim": 2, "token_dim": 1, "seeds": [0, 1, 2], "scratch_epochs": 1, "pretrain_epochs": 10,
-               "finetune_epochs": 1, **SYN, "device": "auto"},
-        "paper": {"dim": 2, "token_dim": 1, "seeds": [0, 1, 2, 3, 4], "scratch_epochs": 1, "pretrain_epochs": 100,
-                  "finetune_epochs": 1, **SYN, "device": "auto"},
+        "ci": Preliminaries(dim=2, token_dim=1, seeds=[0, 1, 2], scratch_epochs=1, pretrain_epochs=10,
+                            finetune_epochs=1, **SYN),
+        "paper": Preliminaries(dim=2, token_dim=1, seeds=[0, 1, 2, 3, 4], scratch_epochs=1, pretrain_epochs=100,
+                               finetune_epochs=1, **SYN),
     },
     "02_tokens_collapse_synthetic": {
-        # 30 = 15 + 15 epochs: at 20 = 10 + 10 some 3-D runs' loss still fell by >10% over the
-        # last tenth of training, which makes their verdicts inconclusive (claims.converged)
-        "ci": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2], "scratch_epochs": 30,
-               "pretrain_epochs": 15, "finetune_epochs": 15, **SYN, "laplace_ablation": True, "device": "auto"},
-        "paper": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2, 3, 4], "scratch_epochs": 200,
-                  "pretrain_epochs": 100, "finetune_epochs": 100, **SYN, "laplace_ablation": True,
-                  "device": "auto"},
+        # 30 = 15 + 15 epochs: at 20 = 10 + 10 some 3-D runs' loss still fell fast at the end of
+        # training, which makes their verdicts inconclusive (claims.converged)
+        "ci": TokensCollapseSynthetic(dims=[2, 3, 8], token_dims=[1, 1, 4], seeds=[0, 1, 2], scratch_epochs=30,
+                                      pretrain_epochs=15, finetune_epochs=15, laplace_ablation=True, **SYN),
+        "paper": TokensCollapseSynthetic(dims=[2, 3, 8], token_dims=[1, 1, 4], seeds=[0, 1, 2, 3, 4],
+                                         scratch_epochs=200, pretrain_epochs=100, finetune_epochs=100,
+                                         laplace_ablation=True, **SYN),
     },
     "03_tokens_collapse_cifar10": {
-        "ci": {"codebook_sizes": [16, 256, 4096], "token_dim": 32, "channels": 32, "residual_channels": 16,
-               # 4,096 training images and K-means on 4 vectors per token at K = 4096 keep the notebook
-               # near 135 s on one core (all 5,085 images: 150-180 s); same verdicts as with all images
-               "pretrain_epochs": 3, "finetune_epochs": 3, "scratch_epochs": 6, "train_images": 4096,
-               "kmeans_vectors": 16384, "seeds": [0], "cifar10": None, "device": "auto"},
-        "paper": {"codebook_sizes": [2**i for i in range(4, 17)], "token_dim": 32, "channels": 128,
-                  "residual_channels": 64, "pretrain_epochs": 150, "finetune_epochs": 150, "scratch_epochs": 300,
-                  "train_images": None, "kmeans_vectors": None, "seeds": [0], "cifar10": None, "device": "auto"},
+        # 4,096 training images and K-means on 4 vectors per token at K = 4096 keep the notebook
+        # near 135 s on one core (all 5,085 images: 150-180 s); same verdicts as with all images
+        "ci": TokensCollapseCifar(codebook_sizes=[16, 256, 4096], token_dim=32, channels=32, residual_channels=16,
+                                  pretrain_epochs=3, finetune_epochs=3, scratch_epochs=6, train_images=4096,
+                                  kmeans_vectors=16384, seeds=[0], cifar10=None, device="auto"),
+        "paper": TokensCollapseCifar(codebook_sizes=[2**i for i in range(4, 17)], token_dim=32, channels=128,
+                                     residual_channels=64, pretrain_epochs=150, finetune_epochs=150,
+                                     scratch_epochs=300, train_images=None, kmeans_vectors=None, seeds=[0],
+                                     cifar10=None, device="auto"),
     },
     "04_embeddings_collapse": {
         # encoder_hiddens: scratch VQ-VAEs as in the paper; pretrained_hiddens: the cleaner variant
         # (both pretrained). CIFAR runs: one seed, K-means on a subsample of the embeddings.
         # ci: 2-D and 8-D with 500 points per cluster keep 60 epochs (the h4 gap needs them) in
         # ~70 s for 30 runs; the claims came out as with [2, 3, 8] and 1,000 points per cluster.
-        "ci": {"dims": [2, 8], "token_dims": [1, 4], "encoder_hiddens": [4, 8, 32],
-               "pretrained_hiddens": [4, 32], "seeds": [0, 1, 2], "epochs": 60, "n_per_cluster": 500,
-               "data_seed": 0,
-               "encoder_channels": [32, 8, 2], "cifar_channels": 32, "cifar_residual_channels": 16,
-               "cifar_epochs": 3, "cifar_codebook_size": 512, "cifar_token_dim": 64,
-               "cifar_kmeans_vectors": 65536, "cifar_seeds": [0], "cifar10": None, "device": "auto"},
-        "paper": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "encoder_hiddens": [4, 8, 32],
-                  "pretrained_hiddens": [4, 32], "seeds": [0, 1, 2], "epochs": 200, **SYN,
-                  "encoder_channels": [64, 32, 16, 8, 4, 2], "cifar_channels": 128,
-                  "cifar_residual_channels": 64, "cifar_epochs": 300, "cifar_codebook_size": 512,
-                  "cifar_token_dim": 64, "cifar_kmeans_vectors": None, "cifar_seeds": [0], "cifar10": None,
-                  "device": "auto"},
+        "ci": EmbeddingsCollapse(dims=[2, 8], token_dims=[1, 4], encoder_hiddens=[4, 8, 32],
+                                 pretrained_hiddens=[4, 32], seeds=[0, 1, 2], epochs=60, n_per_cluster=500,
+                                 data_seed=0, encoder_channels=[32, 8, 2], cifar_channels=32,
+                                 cifar_residual_channels=16, cifar_epochs=3, cifar_codebook_size=512,
+                                 cifar_token_dim=64, cifar_kmeans_vectors=65536, cifar_seeds=[0], cifar10=None,
+                                 device="auto"),
+        "paper": EmbeddingsCollapse(dims=[2, 3, 8], token_dims=[1, 1, 4], encoder_hiddens=[4, 8, 32],
+                                    pretrained_hiddens=[4, 32], seeds=[0, 1, 2], epochs=200,
+                                    encoder_channels=[64, 32, 16, 8, 4, 2], cifar_channels=128,
+                                    cifar_residual_channels=64, cifar_epochs=300, cifar_codebook_size=512,
+                                    cifar_token_dim=64, cifar_kmeans_vectors=None, cifar_seeds=[0], cifar10=None,
+                                    **SYN),
     },
     "05_simvq_comparison": {
-        "ci": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2], "scratch_epochs": 30,
-               "pretrain_epochs": 15, "finetune_epochs": 15, "encoder_hiddens": [4, 32], **SYN,
-               "codebook_sizes": [256, 1024], "token_dim": 32, "channels": 32, "residual_channels": 16,
-               "cifar_pretrain_epochs": 3, "cifar_finetune_epochs": 3, "cifar_scratch_epochs": 6,
-               "cifar_seeds": [0], "train_images": 2048, "kmeans_vectors": 16384, "cifar10": None,
-               "device": "auto"},
-        "paper": {"dims": [2, 3, 8], "token_dims": [1, 1, 4], "seeds": [0, 1, 2, 3, 4], "scratch_epochs": 200,
-                  "pretrain_epochs": 100, "finetune_epochs": 100, "encoder_hiddens": [4, 32], **SYN,
-                  "codebook_sizes": [2**i for i in range(4, 17, 2)], "token_dim": 32, "channels": 128,
-                  "residual_channels": 64, "cifar_pretrain_epochs": 150, "cifar_finetune_epochs": 150,
-                  "cifar_scratch_epochs": 300, "cifar_seeds": [0], "train_images": None, "kmeans_vectors": None,
-                  "cifar10": None, "device": "auto"},
+        "ci": SimVQComparison(dims=[2, 3, 8], token_dims=[1, 1, 4], seeds=[0, 1, 2], scratch_epochs=30,
+                              pretrain_epochs=15, finetune_epochs=15, encoder_hiddens=[4, 32],
+                              codebook_sizes=[256, 1024], token_dim=32, channels=32, residual_channels=16,
+                              cifar_pretrain_epochs=3, cifar_finetune_epochs=3, cifar_scratch_epochs=6,
+                              cifar_seeds=[0], train_images=2048, kmeans_vectors=16384, cifar10=None, **SYN),
+        "paper": SimVQComparison(dims=[2, 3, 8], token_dims=[1, 1, 4], seeds=[0, 1, 2, 3, 4], scratch_epochs=200,
+                                 pretrain_epochs=100, finetune_epochs=100, encoder_hiddens=[4, 32],
+                                 codebook_sizes=[2**i for i in range(4, 17, 2)], token_dim=32, channels=128,
+                                 residual_channels=64, cifar_pretrain_epochs=150, cifar_finetune_epochs=150,
+                                 cifar_scratch_epochs=300, cifar_seeds=[0], train_images=None,
+                                 kmeans_vectors=None, cifar10=None, **SYN),
     },
 }
-
-# Parameters whose value may be None in a profile, and the type they take otherwise.
-_OPTIONAL_TYPES = {"train_images": int, "kmeans_vectors": int, "cifar10": str}
-_POSITIVE = ("epochs", "dim", "token_dim", "hidden", "channels", "codebook_size", "n_per_cluster",
-             "train_images", "kmeans_vectors")
 
 
 class NotebookConfig(dict):
@@ -285,50 +478,6 @@ class NotebookConfig(dict):
             raise AttributeError(name) from None
 
 
-def _type_name(v):
-    return type(v).__name__
-
-
-def _check_value(name, value, default):
-    if default is None:
-        expected = _OPTIONAL_TYPES.get(name)
-        if value is not None and expected is not None and not isinstance(value, expected):
-            raise ConfigError(f"parameter {name!r} must be {expected.__name__} or None, got {value!r}")
-        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
-            raise ConfigError(f"parameter {name!r} must be positive or None, got {value!r}")
-        return
-    if isinstance(default, list):
-        if not isinstance(value, list):
-            raise ConfigError(f"parameter {name!r} must be a list like {default!r}, got {_type_name(value)} "
-                              f"{value!r} (vqpaper run: -p {name} \"{default!r}\"; "
-                              f"papermill: -y \"{name}: {default!r}\")")
-        if not value:
-            raise ConfigError(f"parameter {name!r} must not be empty")
-        elem = type(default[0])
-        for v in value:
-            if isinstance(v, bool) or not isinstance(v, elem):
-                raise ConfigError(f"parameter {name!r} must be a list of {elem.__name__}, got element {v!r} "
-                                  f"in {value!r}")
-        if name == "seeds":
-            for v in value:
-                _nonneg_int("seeds element", v)
-        elif any(p in name for p in _POSITIVE):
-            for v in value:
-                check_positive_int(f"{name} element", v, MAX_CODEBOOK if "codebook" in name else None)
-        return
-    if isinstance(default, bool) or isinstance(value, bool):
-        if type(value) is not type(default):
-            raise ConfigError(f"parameter {name!r} must be {_type_name(default)}, got {value!r}")
-        return
-    if isinstance(default, float) and isinstance(value, int):
-        value = float(value)
-    if not isinstance(value, type(default)):
-        raise ConfigError(f"parameter {name!r} must be {_type_name(default)} like {default!r}, "
-                          f"got {_type_name(value)} {value!r}")
-    if isinstance(value, (int, float)) and any(p in name for p in _POSITIVE) and value <= 0:
-        raise ConfigError(f"parameter {name!r} must be positive, got {value!r}")
-
-
 def _literal(text: str):
     try:
         return ast.literal_eval(text.strip())
@@ -336,36 +485,33 @@ def _literal(text: str):
         return text
 
 
+def describe(notebook: str) -> list[dict]:
+    """Each parameter of ``notebook``: name, what it accepts, what it means, the ci and paper values."""
+    presets = PRESETS[notebook]
+    return [{"parameter": f.name, "accepts": f.metadata["kind"].name, "meaning": f.metadata["doc"],
+             **{p: getattr(preset, f.name) for p, preset in presets.items()}}
+            for f in fields(next(iter(presets.values())))]
+
+
 def notebook_config(notebook: str, profile: str = "ci", **overrides) -> NotebookConfig:
-    """Merge the profile preset of ``notebook`` with the non-None ``overrides`` and check them."""
-    if notebook not in NOTEBOOK_PROFILES:
-        raise ConfigError(f"unknown notebook {notebook!r}; known: {sorted(NOTEBOOK_PROFILES)}")
+    """The profile preset of ``notebook`` with the non-None ``overrides``, every value checked."""
+    if notebook not in PRESETS:
+        raise ConfigError(f"unknown notebook {notebook!r}; known: {sorted(PRESETS)}")
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; allowed: {list(PROFILES)}")
-    preset = NOTEBOOK_PROFILES[notebook][profile]
-    unknown = sorted(set(overrides) - set(preset))
+    preset = PRESETS[notebook][profile]
+    kinds = {f.name: f.metadata["kind"] for f in fields(preset)}
+    unknown = sorted(set(overrides) - set(kinds))
     if unknown:
-        raise ConfigError(f"unknown parameter(s) {unknown} for {notebook}; allowed: {sorted(preset)}")
-    cfg = NotebookConfig(preset)
-    for name, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(preset[name], list) and isinstance(value, str):
-            value = _literal(value)  # papermill -p passes "[16, 256]" as text
-        _check_value(name, value, preset[name])
-        cfg[name] = float(value) if isinstance(preset[name], float) else value
-    for a, b in (("dims", "token_dims"),):
-        if a in cfg and b in cfg:
-            if len(cfg[a]) != len(cfg[b]):
-                raise ConfigError(f"{a}={cfg[a]} and {b}={cfg[b]} must have the same length")
-            for d, t in zip(cfg[a], cfg[b]):
-                if d % t:
-                    raise ConfigError(f"token_dims: token_dim={t} must divide dim={d}")
-    for name in ("codebook_sizes",):
-        if name in cfg:
-            for k in cfg[name]:
-                check_codebook_memory(k, cfg.get("token_dim", 64))
+        raise ConfigError(f"unknown parameter(s) {unknown} for {notebook}; allowed: {sorted(kinds)}")
+    checked = {name: kinds[name].check(name, value, getattr(preset, name))
+               for name, value in overrides.items() if value is not None}
+    params = replace(preset, **checked).validate()
+    cfg = NotebookConfig({f.name: getattr(params, f.name) for f in fields(params)})
     cfg["device"] = resolve_device(cfg["device"])
     cfg["profile"] = profile
     return cfg
 
+
+#: The presets as plain dicts (read-only view for tools that list a notebook's runs).
+NOTEBOOK_PROFILES = {nb: {p: asdict(preset) for p, preset in presets.items()} for nb, presets in PRESETS.items()}

@@ -31,6 +31,17 @@ def params_of(cfg: NotebookConfig) -> dict:
     return {k: v for k, v in cfg.items() if k not in ("started", "threads", "notebook")}
 
 
+def parameters_table(cfg: NotebookConfig):
+    """The notebook's parameters as run: value and meaning, from its dataclass (``config.describe``)."""
+    import pandas as pd
+
+    from .config import describe
+
+    rows = [{"parameter": r["parameter"], "value": cfg[r["parameter"]], "meaning": r["meaning"]}
+            for r in describe(cfg.notebook)]
+    return pd.DataFrame(rows).set_index("parameter")
+
+
 def synthetic_configs(cfg: NotebookConfig, *, methods: Sequence[str] = ("scratch", "pretrained"),
                       quantizer: str = "ema", encoder_hiddens: Optional[Iterable[int]] = None,
                       epochs: Optional[int] = None, ema_update: str = "eq5") -> list[SyntheticRun]:
