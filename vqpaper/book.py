@@ -93,8 +93,19 @@ def glue_numbers(prefix: str, values: Mapping[str, Any], fmt: str | None = None)
 
 
 def glue_table(name: str, table: Any) -> Any:
-    """Glue a pandas DataFrame (or anything with an HTML repr) for ``{glue}`` directives."""
-    _glue(name, table)
+    """Glue a pandas DataFrame for ``{glue}`` directives, as a plain HTML table; returns ``table``.
+
+    Every cell in full (pandas' notebook repr cuts long text with "..."), without the row
+    index; a page quoting it gets exactly the columns the notebook computed.
+    """
+    import pandas as pd
+    from IPython.display import HTML
+
+    if isinstance(table, pd.DataFrame):
+        with pd.option_context("display.max_colwidth", None):
+            _glue(name, HTML(table.to_html(index=False, classes="vqpaper-table", border=0)))
+    else:
+        _glue(name, table)
     return table
 
 
