@@ -39,7 +39,7 @@ browser:
 	else echo "note: chromium/chromedriver missing and not root: the browser test will skip"; fi
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not notebooks and not browser"
+	$(BIN)/python -m pytest -q -m "not notebooks and not browser and not slow"
 
 bench: venv
 	$(BIN)/python benchmarks/quantizer.py

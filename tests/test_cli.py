@@ -171,6 +171,7 @@ def _fake_executed_notebook(name, figure_id, png):
     return nb
 
 
+@pytest.mark.slow  # a jupyter-book build: ~30 s
 @pytest.mark.timeout(300)
 def test_book_config_builds_with_warnings_as_errors(tmp_path):
     """_config.yml, _toc.yml and book/ build with -W -n from executed notebooks only:

@@ -202,6 +202,7 @@ CHILD = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # kills and restarts a sweep process
 @pytest.mark.timeout(300)
 def test_killed_sweep_resumes_without_recomputing_or_losing_points(tmp_path, monkeypatch, counting):
     cache = tmp_path / "cache"

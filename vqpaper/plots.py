@@ -18,7 +18,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from vqpaper import metrics as _m
+from vqpaper import metrics as M
 from vqpaper.errors import ConfigError
 
 __all__ = [
@@ -129,7 +129,7 @@ def _finish(fig, axes, suptitle=None, legend_title=None, markerscale=1.0):
 
 
 def _flat(x, name):
-    arr = _m._np(x, name).astype(np.float64).ravel()
+    arr = M._np(x, name).astype(np.float64).ravel()
     if arr.size == 0:
         raise ConfigError(f"{name} is empty")
     return arr
@@ -137,12 +137,12 @@ def _flat(x, name):
 
 def _used_mask(used, n_tokens, name):
     """``used`` as a boolean mask over the K tokens (accepts a mask or used token ids)."""
-    u = _m._np(used, name)
+    u = M._np(used, name)
     if u.dtype == bool:
         if u.shape != (n_tokens,):
             raise ConfigError(f"{name} as a mask must have shape ({n_tokens},), got {u.shape}")
         return u
-    ids = _m._int(u, name, n_tokens, "number of tokens").ravel()
+    ids = M._int(u, name, n_tokens, "number of tokens").ravel()
     mask = np.zeros(n_tokens, dtype=bool)
     mask[ids] = True
     return mask
@@ -168,7 +168,7 @@ def plot_histograms(panels, bins=60, ncols=None, suptitle=None):
     twins = []
     for ax, p in zip(axes, panels):
         emb = _flat(p["embeddings"], "embeddings")
-        tok_arr = _m._np(p["tokens"], "tokens").astype(np.float64)
+        tok_arr = M._np(p["tokens"], "tokens").astype(np.float64)
         if tok_arr.ndim == 1:
             tok_arr = tok_arr[:, None]
         tok = tok_arr.ravel()
@@ -225,11 +225,11 @@ def plot_reconstructions(panels, ncols=None, max_points=5000, seed=0, suptitle=N
     panels = _panels(panels, ("title", "X", "X_hat"))
     fig, axes = _grid(len(panels), ncols, width=3.6, height=3.4)
     for ax, p in zip(axes, panels):
-        X = _m._rows(p["X"], "X")
-        Xh = _m._rows(p["X_hat"], "X_hat")
+        X = M._rows(p["X"], "X")
+        Xh = M._rows(p["X_hat"], "X_hat")
         if X.shape != Xh.shape:
             raise ConfigError(f"X has shape {X.shape} but X_hat has {Xh.shape} in panel {p['title']!r}")
-        y = None if p.get("y") is None else _m._np(p["y"], "y").ravel()
+        y = None if p.get("y") is None else M._np(p["y"], "y").ravel()
         if y is not None and y.shape[0] != X.shape[0]:
             raise ConfigError(f"y has {y.shape[0]} labels but X has {X.shape[0]} rows in panel {p['title']!r}")
         P, Ph, (xl, yl) = _project_2d(X, Xh)
@@ -264,7 +264,7 @@ def plot_encoder_outputs(panels, bins=80, prominence=0.05, ncols=None, suptitle=
     fig, axes = _grid(len(panels), ncols, width=4.0, height=3.0)
     for ax, p in zip(axes, panels):
         emb = _flat(p["embeddings"], "embeddings")
-        res = _m.kde_peaks(emb, prominence=prominence)
+        res = M.kde_peaks(emb, prominence=prominence)
         ax.hist(emb, bins=bins, density=True, color=EMBEDDING_COLOUR, alpha=0.6, label="encoder outputs")
         if res["grid"].size > 1:
             ax.plot(res["grid"], res["density"], color="black", linewidth=1.2, label="KDE")
@@ -406,8 +406,8 @@ def plot_token_allocation(panels, n_clusters=None, ncols=None, suptitle=None):
     panels = _panels(panels, ("title", "indices", "labels"))
     fig, axes = _grid(len(panels), ncols, width=3.6, height=3.0)
     for ax, p in zip(axes, panels):
-        alloc = _m.token_allocation(p["indices"], p["labels"], n_clusters)
-        ent = _m.alloc_entropy(p["indices"], p["labels"], n_clusters)
+        alloc = M.token_allocation(p["indices"], p["labels"], n_clusters)
+        ent = M.alloc_entropy(p["indices"], p["labels"], n_clusters)
         ax.bar(np.arange(alloc.size), alloc, color=sns.color_palette("tab10", alloc.size))
         ax.axhline(alloc.sum() / alloc.size, color="black", linestyle="--", linewidth=1, label="even allocation")
         ax.set_xticks(np.arange(alloc.size))
@@ -419,7 +419,7 @@ def plot_token_allocation(panels, n_clusters=None, ncols=None, suptitle=None):
 
 def _as_images(images, name):
     """[N, H, W, C] floats in [0, 1] from uint8 NHWC, float NHWC/NCHW in [0, 1] or [-0.5, 0.5]."""
-    arr = _m._np(images, name)
+    arr = M._np(images, name)
     if arr.ndim == 3 and arr.shape[-1] in (1, 3):
         raise ConfigError(f"{name} has shape {arr.shape}: one image? give a batch [N, H, W, C] or [N, C, H, W]")
     if arr.ndim == 3:  # grey images
@@ -449,7 +449,7 @@ def plot_image_grid(images, recon, n=8, titles=("originals", "reconstructions"),
     rec = _as_images(recon, "recon")
     if orig.shape[1:] != rec.shape[1:]:
         raise ConfigError(f"images are {orig.shape[1:]} but recon are {rec.shape[1:]}; they must match")
-    n = min(_m._positive_int(n, "n"), orig.shape[0], rec.shape[0])
+    n = min(M._positive_int(n, "n"), orig.shape[0], rec.shape[0])
     fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.0), squeeze=False, layout="constrained")
     for row, (batch, label) in enumerate(zip((orig, rec), titles)):
         for i in range(n):

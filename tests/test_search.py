@@ -1,9 +1,8 @@
-"""Issue 5: the nearest-token search is exact and chunk-bounded at K = 65,536; K-means with fewer
-vectors than tokens; the quantizer benchmark runs (``--quick``) and writes its JSON."""
+"""The nearest-token search (eq. 1) at scale: exact and tile-bounded up to K = 65,536, ties to the
+first token; K-means with fewer vectors than tokens; the quantizer benchmark runs (``--quick``)."""
 import json
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -108,10 +107,8 @@ def test_nearest_token_tiles_never_exceed_chunk_size(monkeypatch, chunk_size):
 def test_kmeans_fewer_vectors_than_tokens_warns_and_keeps_tokens_distinct():
     g = torch.Generator().manual_seed(0)
     vectors = torch.randn(1000, 8, generator=g)
-    started = time.perf_counter()
     with pytest.warns(UserWarning, match=r"only 1,000 vectors for 65,536 tokens.*64,536 surplus"):
         centres, counts = kmeans(vectors, 65536, iters=10, seed=0)
-    elapsed = time.perf_counter() - started
     assert centres.shape == (65536, 8) and counts.shape == (65536,)
     assert torch.isfinite(centres).all()
     assert torch.unique(centres, dim=0).shape[0] == 65536           # pairwise distinct
@@ -120,7 +117,6 @@ def test_kmeans_fewer_vectors_than_tokens_warns_and_keeps_tokens_distinct():
     # every vector is a centre (distance 0); the surplus tokens are near, not on, data points
     surplus_gap = torch.cdist(centres[1000:].double(), vectors.double()).min(1).values
     assert (surplus_gap > 0).all() and surplus_gap.max() < 0.1
-    assert elapsed < 60, f"K-means took {elapsed:.1f} s"  # ~2 s on an idle core
 
 
 def test_ema_batch_init_at_65536_tokens_with_a_small_batch():
@@ -135,6 +131,7 @@ def test_ema_batch_init_at_65536_tokens_with_a_small_batch():
 
 
 # (d) the benchmark itself, on tiny sizes
+@pytest.mark.slow  # runs the benchmark script
 def test_quantizer_benchmark_quick_writes_json(tmp_path):
     pytest.importorskip("vector_quantize_pytorch")  # the reference (test extra)
     out = tmp_path / "quantizer.json"
