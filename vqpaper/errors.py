@@ -1,4 +1,5 @@
 """Exceptions with messages a user can act on (never a traceback from deep inside torch)."""
+import numbers
 
 
 class VQPaperError(Exception):
@@ -25,9 +26,12 @@ class TrainingDiverged(VQPaperError, RuntimeError):
         self.history = list(history or [])
 
 
-def check_positive_int(name, value, maximum=None):
-    """Raise ConfigError unless ``value`` is an int (not a bool) in ``1..maximum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+def check_positive_int(name, value, maximum=None, minimum=1):
+    """``value`` as an int if it is an integer (numpy's too, not a bool) in ``minimum..maximum``,
+    else a ConfigError naming ``name``, the value and what is allowed. The one such check."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name}={value:,} is too large (at most {maximum:,} is supported here)")
+    return int(value)

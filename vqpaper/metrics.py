@@ -27,7 +27,7 @@ import numpy as np
 from scipy import signal, stats
 from sklearn.neighbors import NearestNeighbors
 
-from vqpaper.errors import ConfigError
+from vqpaper.errors import ConfigError, check_positive_int
 
 __all__ = [
     "perplexity",
@@ -112,9 +112,7 @@ def _int(x, name, upper=None, upper_name=None):
 
 
 def _positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-    return int(value)
+    return check_positive_int(name, value, minimum=minimum)
 
 
 def _rows(x, name):
