@@ -230,3 +230,22 @@ def test_book_config_builds_with_warnings_as_errors(tmp_path):
     summary = (html / "results.html").read_text()
     assert "0.981" in summary and "Fig. 2" in summary
     assert "fig-book-test" in (html / "provenance.html").read_text()
+
+
+def test_run_notebooks_returns_each_outcome_as_data(tmp_path, monkeypatch):
+    """`vqpaper book`'s executor: a failure comes back as an Outcome naming the cell and the error."""
+    from vqpaper import runner
+
+    (tmp_path / "98_ok.py").write_text(TINY)
+    (tmp_path / "99_fail.py").write_text(FAILING)
+    monkeypatch.setattr(paths, "BUILD", tmp_path / "build")
+    env = dict(os.environ, VQPAPER_BUILD=str(tmp_path / "build"))
+    seen = []
+    outcomes = runner.run_notebooks([tmp_path / "98_ok.py", tmp_path / "99_fail.py"], "ci", [["x", "3"]],
+                                    jobs=2, env=env, on_done=seen.append)
+    by_name = {o.name: o for o in outcomes}
+    assert sorted(by_name) == ["98_ok", "99_fail"] and len(seen) == 2
+    assert by_name["98_ok"].ok and not by_name["98_ok"].error
+    bad = by_name["99_fail"]
+    assert not bad.ok and "ValueError: the answer is not 42" in bad.error and "In [" in bad.error
+    assert json.loads((tmp_path / "build" / "results" / "fig-cli-test.json").read_text())["values"]["x"] == 3
