@@ -28,9 +28,17 @@ from .search_cpu import CPU_TILE, nearest_token_cpu
 # Peak size of the distance tile in the nearest-token search, in matrix elements
 # (2**22 float32 = 16 MiB). Independent of the codebook size: see `nearest_token`.
 DEFAULT_CHUNK_SIZE = 2**22
-# Codebook columns per tile on accelerators. Small enough that a tile of rows stays in cache,
-# large enough that each matmul is efficient.
+# Codebook columns per tile on accelerators other than CUDA. Small enough that a tile of rows
+# stays in cache, large enough that each matmul is efficient.
 _K_BLOCK = 4096
+# On CUDA the default bound grows to what the device holds: one tile takes at most 1/4 of the
+# memory free when the first search runs (the rest is for training, and for other runs packed
+# on the same GPU), and at most 2**29 elements (2 GiB float32), which is a whole training batch
+# (128 images x 64 latents = 8,192) against K = 65,536 tokens: eq. (1) is one matmul instead of
+# the 128 tiles of 16 MiB. A GPU is fastest with few large matmuls, and caches do not matter at
+# this size. An explicit ``chunk_size`` is still a hard bound.
+_CUDA_TILE_MAX = 2**29
+_CUDA_FREE_SHARE = 4
 
 QUANTIZERS = ("ema", "simvq")
 KMEANS_INIT = ("dataset", "batch", "none")
@@ -51,7 +59,8 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEF
     token, so the search only needs ``||t||^2 - 2 z.t``: one matmul (``addmm``) per tile.
     The ``N x S`` distance matrix is never materialised: rows and codebook columns are tiled
     so that no temporary holds more than ``chunk_size`` elements, whatever ``S`` is (on CPU
-    the tiles are further capped at a cache-sized ``CPU_TILE``, see ``vqpaper/search_cpu.py``). Ties go to the lowest
+    the tiles are further capped at a cache-sized ``CPU_TILE``, see ``vqpaper/search_cpu.py``; on CUDA
+    the default bound grows to what the device's memory allows, see ``_CUDA_TILE_MAX``). Ties go to the lowest
     index, as in a plain ``argmin`` over all tokens.
     """
     if z.dim() != 2 or codebook.dim() != 2 or z.shape[1] != codebook.shape[1]:
@@ -65,7 +74,12 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEF
         # the same search, tuned for CPU caches (see vqpaper/search_cpu.py); exact same indices
         return nearest_token_cpu(z, codebook, min(chunk_size, CPU_TILE))
     n, k = z.shape[0], codebook.shape[0]
-    k_block = min(k, _K_BLOCK, chunk_size)
+    if z.device.type == "cuda":
+        if chunk_size == DEFAULT_CHUNK_SIZE:  # the default: as large as the device allows
+            chunk_size = _cuda_tile(z.device, codebook.element_size())
+        k_block = min(k, chunk_size)
+    else:
+        k_block = min(k, _K_BLOCK, chunk_size)
     rows = max(1, min(n, chunk_size // k_block))
     t_sq = codebook.pow(2).sum(1)  # ||t_k||^2, [K]
     indices = torch.empty(n, dtype=torch.long, device=z.device)
@@ -87,6 +101,19 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEF
         indices[r0:r0 + rows] = run_idx
         best[r0:r0 + rows] = run_min + zr.pow(2).sum(1)
     return indices, best.clamp_min_(0)
+
+
+_cuda_tiles: dict = {}
+
+
+def _cuda_tile(device: torch.device, element_size: int) -> int:
+    """Elements of the largest distance tile for ``device`` (see ``_CUDA_TILE_MAX``); measured once
+    per device and element size, so that training steps never query the driver."""
+    key = (device.index if device.index is not None else torch.cuda.current_device(), element_size)
+    if key not in _cuda_tiles:
+        free, _total = torch.cuda.mem_get_info(key[0])
+        _cuda_tiles[key] = max(DEFAULT_CHUNK_SIZE, min(_CUDA_TILE_MAX, free // (element_size * _CUDA_FREE_SHARE)))
+    return _cuda_tiles[key]
 
 
 # --------------------------------------------------------------------------------------
