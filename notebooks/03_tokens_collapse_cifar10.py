@@ -74,7 +74,7 @@ ex.parameters_table(cfg)
 # data.
 
 # %%
-data = vqpaper.data.load_cifar10(cfg.cifar10)
+data = vqpaper.data.load_cifar10(cfg.cifar10, subset="ci" if cfg.profile == "ci" else None)
 data.description
 
 # %% [markdown]

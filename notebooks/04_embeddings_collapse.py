@@ -195,7 +195,7 @@ book.glue_table("ec.pretrained.summary", ex.summary_frame(pre_table, ["dim", "en
 # ## Fig. 6: CIFAR-10 with narrower and narrower encoders
 
 # %%
-data = vqpaper.data.load_cifar10(cfg.cifar10)
+data = vqpaper.data.load_cifar10(cfg.cifar10, subset="ci" if cfg.profile == "ci" else None)
 cifar_runs = ex.run_all(ex.cifar_configs(ex.with_params(cfg, seeds=cfg.cifar_seeds),
                                          codebook_sizes=[cfg.cifar_codebook_size], methods=("scratch",),
                                          encoder_channels=cfg.encoder_channels, token_dim=cfg.cifar_token_dim,

@@ -216,7 +216,7 @@ book.glue_table("svq.emb.summary", ex.summary_frame(emb_table, ["dim", "encoder_
 # other data.
 
 # %%
-data = vqpaper.data.load_cifar10(cfg.cifar10)
+data = vqpaper.data.load_cifar10(cfg.cifar10, subset="ci" if cfg.profile == "ci" else None)
 cifar_cfg = ex.with_params(cfg, seeds=cfg.cifar_seeds)
 epochs = dict(epochs=cfg.cifar_scratch_epochs, pretrain_epochs=cfg.cifar_pretrain_epochs,
               finetune_epochs=cfg.cifar_finetune_epochs)

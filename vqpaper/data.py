@@ -9,6 +9,12 @@ CIFAR-10 is looked for, in this order, and never silently swapped for other data
 A location is either an ``.npz`` file with ``x_train, y_train, x_test, y_test`` (uint8 images
 ``[N, 32, 32, 3]``; ``[N, 3, 32, 32]`` is accepted and transposed; labels ``[N]`` or ``[N, 1]``
 in 0..9) or a folder in torchvision layout (holding ``cifar-10-batches-py/``, or being it).
+
+``subset="ci"`` gives the ``ci`` profile's images, the same on every machine: the manifest
+``vqpaper/manifests/cifar10-ci.json`` (see :mod:`vqpaper.cifar_manifest`) names them by hash, and
+they are found by hash in whatever the source holds (the subset itself, or full CIFAR-10), in
+the manifest's order, or the load fails saying which images differ. Selected from full CIFAR-10
+they are cached as ``data/cifar10-ci-<manifest id>.npz`` (verified on every read).
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqpaper import paths
+from vqpaper import cifar_manifest, paths
 from vqpaper.errors import ConfigError, DataFormatError, DataNotFoundError
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "CifarData",
     "make_clusters",
     "load_cifar10",
+    "subset_cache_path",
     "cifar_to_tensor",
     "tensor_to_images",
 ]
@@ -50,6 +57,8 @@ CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # short timeout, and bound every socket operation of the download itself.
 PROBE_TIMEOUT_S = 5.0
 DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
+# Where a manifest subset selected from full CIFAR-10 is cached (git-ignored).
+SUBSET_CACHE_DIR = paths.ROOT / "data"
 
 _HOW_TO_PROVIDE = (
     f"To provide CIFAR-10, set {ENV_VAR} (or pass location=...) to either an .npz file with keys "
@@ -346,7 +355,7 @@ def _make(arrays, source, where):
     )
 
 
-def _load_location(location, how_given):
+def _load_location(location, how_given, manifest=None, cache_dir=None):
     path = Path(location).expanduser()
     if not path.exists():
         # An explicit location that is wrong must stop here: falling back to other data
@@ -364,12 +373,16 @@ def _load_location(location, how_given):
                 f"it holds neither {BATCHES_FOLDER}/ nor {TRAIN_BATCHES[0]}..{TRAIN_BATCHES[-1]}, "
                 f"{TEST_BATCH}. {_HOW_TO_PROVIDE}"
             )
-        return _make(_load_batches(folder), str(folder), f"from torchvision-layout folder {_display_path(folder)}")
+        return _from_batches(folder, str(folder), f"from torchvision-layout folder {_display_path(folder)}",
+                             manifest, cache_dir)
     if path.suffix.lower() != ".npz":
         raise DataFormatError(
             f"CIFAR-10 location {str(path)!r} ({how_given}) is a file but not an .npz. "
             f"If it is the cifar-10-python.tar.gz archive, extract it and point at the folder. {_HOW_TO_PROVIDE}"
         )
+    if manifest is not None:
+        return _make_subset(_load_npz(path), manifest, str(path), f"from {_display_path(path)}",
+                            origin=_display_path(path))
     return _make(_load_npz(path), str(path), f"from {_display_path(path)}")
 
 
@@ -415,20 +428,31 @@ def _download_torchvision(root: Path) -> None:
 # --------------------------------------------------------------------------- public loader
 
 
-def load_cifar10(location=None, download=True, root=None) -> CifarData:
-    """Load CIFAR-10 from ``location``, ``$VQPAPER_CIFAR10`` or torchvision's root, in that order."""
+def load_cifar10(location=None, download=True, root=None, subset=None, cache_dir=None) -> CifarData:
+    """Load CIFAR-10 from ``location``, ``$VQPAPER_CIFAR10`` or torchvision's root, in that order.
+
+    ``subset=None`` keeps every image; ``subset="ci"`` selects and verifies the images of the
+    manifest ``vqpaper/manifests/cifar10-ci.json`` (from the subset itself or from a superset
+    such as full CIFAR-10), caching a selection from a torchvision folder in ``cache_dir``
+    (default ``data/``) as ``cifar10-<subset>-<manifest id>.npz``.
+    """
+    manifest = None if subset is None else cifar_manifest.load_manifest(subset)
     if location is not None:
-        return _load_location(location, "location argument")
+        return _load_location(location, "location argument", manifest, cache_dir)
     env_value = os.environ.get(ENV_VAR, "").strip()
     if env_value:
-        return _load_location(env_value, f"environment variable {ENV_VAR}")
+        return _load_location(env_value, f"environment variable {ENV_VAR}", manifest, cache_dir)
 
     root = Path(root).expanduser().resolve() if root is not None else paths.ROOT / "data" / "cifar10"
     folder = root / BATCHES_FOLDER
     where = f"via torchvision ({_display_path(root)})"
+    if manifest is not None:
+        cached = _read_subset_cache(manifest, cache_dir, where)
+        if cached is not None:
+            return cached
     missing = _missing_batches(folder)
     if not missing:
-        return _make(_load_batches(folder), "torchvision", where)
+        return _from_batches(folder, "torchvision", where, manifest, cache_dir)
 
     found = "does not exist" if not folder.exists() else f"is incomplete (missing {', '.join(missing)})"
     if download:
@@ -437,7 +461,7 @@ def load_cifar10(location=None, download=True, root=None) -> CifarData:
         except Exception as exc:  # reported below, with every place we looked
             download_note = f"download from {CIFAR_URL} failed ({type(exc).__name__}: {exc})"
         else:
-            return _make(_load_batches(folder), "torchvision", where)
+            return _from_batches(folder, "torchvision", where, manifest, cache_dir)
     else:
         download_note = "download not attempted (download=False)"
     raise DataNotFoundError(
@@ -447,6 +471,74 @@ def load_cifar10(location=None, download=True, root=None) -> CifarData:
         f"(3) the torchvision folder {folder}: {found}; {download_note}. "
         f"{_HOW_TO_PROVIDE}"
     )
+
+
+# --------------------------------------------------------------------------- manifest subsets
+
+
+def subset_cache_path(subset="ci", cache_dir=None) -> Path:
+    """Where the manifest subset ``subset``, selected from full CIFAR-10, is cached."""
+    manifest = cifar_manifest.load_manifest(subset)
+    directory = Path(cache_dir) if cache_dir is not None else SUBSET_CACHE_DIR
+    return directory / f"cifar10-{manifest['name']}-{manifest['id']}.npz"
+
+
+def _make_subset(arrays, manifest, source, where, origin):
+    x_train, y_train, x_test, y_test = cifar_manifest.select(manifest, *arrays, origin=origin)
+    return CifarData(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        source=source,
+        description=(f"CIFAR-10 {manifest['name']} subset (manifest {manifest['id']}) {where}: "
+                     f"{len(x_train):,} train / {len(x_test):,} test images"),
+        is_full=False,
+    )
+
+
+def _read_subset_cache(manifest, cache_dir, where):
+    """The cached subset if its file exists and matches the manifest's sha256, else None."""
+    path = subset_cache_path(manifest["name"], cache_dir)
+    if not path.is_file():
+        return None
+    try:
+        arrays = _load_npz(path)
+    except DataFormatError:
+        return None  # a damaged cache is rebuilt
+    if cifar_manifest.content_sha256(*arrays) != manifest["sha256"]:
+        return None
+    x_train, y_train, x_test, y_test = arrays
+    return CifarData(
+        x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, source=str(path),
+        description=(f"CIFAR-10 {manifest['name']} subset (manifest {manifest['id']}) {where}, cached in "
+                     f"{_display_path(path)}: {len(x_train):,} train / {len(x_test):,} test images"),
+        is_full=False,
+    )
+
+
+def _write_subset_cache(cifar, manifest, cache_dir):
+    """Write the selected subset atomically; a read-only data folder only costs the speed-up."""
+    path = subset_cache_path(manifest["name"], cache_dir)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, x_train=cifar.x_train, y_train=cifar.y_train, x_test=cifar.x_test, y_test=cifar.y_test)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _from_batches(folder, source, where, manifest, cache_dir):
+    if manifest is None:
+        return _make(_load_batches(folder), source, where)
+    cached = _read_subset_cache(manifest, cache_dir, where)
+    if cached is not None:
+        return cached
+    cifar = _make_subset(_load_batches(folder), manifest, source, where, origin=_display_path(folder))
+    _write_subset_cache(cifar, manifest, cache_dir)
+    return cifar
 
 
 # --------------------------------------------------------------------------- tensors
