@@ -144,3 +144,17 @@ def test_a_scientific_bug_fails_the_check_in_any_mode(reruns_of_02):
         assert code == 1, out
         last = out.strip().splitlines()[-1]
         assert "fig-tokens-collapse-synthetic-metrics" in last, out
+
+
+def test_results_page_quotes_every_family_verdict_of_this_build(built_book):
+    """Each family's verdict on the results page is the one the notebooks just recorded (no stale page)."""
+    import html as _html
+
+    page = _html.unescape((built_book / "book" / "results.html").read_text())
+    quoted = ("fig-tokens-collapse-synthetic-claims", "fig-tokens-collapse-cifar10-claims",
+              "fig-embeddings-collapse-claims", "fig-embeddings-collapse-variant-claims", "fig-simvq-claims")
+    recorded = [json.loads((RESULTS / f"{figure}.json").read_text()) for figure in quoted]
+    families = [f for r in recorded for f in r["values"].values() if isinstance(f, dict) and "checks" in f]
+    assert families, "no families recorded"
+    missing = [f["id"] for f in families if f["verdict"] not in page]
+    assert not missing, f"results page does not show these verdicts of this build: {missing}"

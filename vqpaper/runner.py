@@ -231,11 +231,16 @@ def run_notebooks(notebooks: Iterable[Path], profile: str, params: Sequence[Sequ
 
 
 def build_book() -> int:
-    """``jupyter-book build . --builder html -W -n --keep-going`` (execution off in _config)."""
+    """``jupyter-book build . --builder html --all -W -n --keep-going`` (execution off in _config).
+
+    ``--all``: Sphinx re-reads only pages whose source changed, but ``book/results.md`` quotes
+    the notebooks through glue, so an incremental build kept the last build's numbers there
+    (seen: a stale results page after re-executing the notebooks). A full build takes seconds.
+    """
     script = Path(sys.executable).with_name("jupyter-book")
     launcher = [str(script)] if script.is_file() else [
         sys.executable, "-c", "from jupyter_book.cli.main import main; main()"]
-    cmd = launcher + ["build", str(paths.ROOT), "--builder", "html", "-W", "-n", "--keep-going"]
+    cmd = launcher + ["build", str(paths.ROOT), "--builder", "html", "--all", "-W", "-n", "--keep-going"]
     return subprocess.run(cmd, cwd=paths.ROOT).returncode
 
 
