@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Optional
 
 from .errors import ConfigError, check_positive_int
-from .quantizers import EMA_UPDATES, KMEANS_INIT, QUANTIZERS
+from .quantizers import EMA_UPDATES, KMEANS_INIT
+from .remedies import QUANTIZERS  # ours and vector-quantize-pytorch's (notebook 06)
 
 PROFILES = ("ci", "paper")
 METHODS = ("scratch", "pretrained")

@@ -471,3 +471,24 @@ def encoder_output_coordinate_panels(results: Sequence[RunResult], per_coordinat
                                          f"(input: {input_peaks[(seed, encoder, c + 1)]} peaks)",
                                 "embeddings": z[:, c]})
     return out
+
+
+# --------------------------------------------------------------------------------------
+# 06 remedies: every recipe on the runs of notebooks 02-04 (recipes parsed in vqpaper.remedies)
+# --------------------------------------------------------------------------------------
+def remedy_runs(configs: Sequence, remedies: Sequence[str], data=None, desc: str = "runs") -> dict:
+    """``{recipe: runs}``: the base ``configs`` (EMA-VQ from scratch) with each recipe applied, all run.
+
+    One sweep over every recipe's configs (finished runs come from the cache, see
+    :func:`run_all`); recipes that share a config (say the baseline and a run of notebook 02)
+    share the run.
+    """
+    from .remedies import parse_remedies, with_remedy
+
+    per = {r.name: with_remedy(configs, r) for r in parse_remedies(remedies)}
+    flat = run_all([c for cs in per.values() for c in cs], data, desc=desc)
+    out, start = {}, 0
+    for name, cs in per.items():
+        out[name] = flat[start:start + len(cs)]
+        start += len(cs)
+    return out

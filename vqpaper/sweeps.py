@@ -26,7 +26,8 @@ from . import paths
 from .train import RunResult, run_cifar, run_synthetic
 
 # The modules whose code decides a run's numbers: their source is part of every key.
-_CODE_MODULES = ("quantizers.py", "search_cpu.py", "models.py", "train.py", "data.py", "metrics.py", "config.py")
+_CODE_MODULES = ("quantizers.py", "remedies.py", "search_cpu.py", "models.py", "train.py", "data.py", "metrics.py",
+                 "config.py")
 
 
 def code_fingerprint() -> str:

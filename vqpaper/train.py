@@ -23,7 +23,7 @@ from .config import CifarRun, SyntheticRun, resolve_device
 from .data import CifarData, cifar_to_tensor, make_clusters, tensor_to_images
 from .errors import ConfigError, TrainingDiverged
 from .models import ConvVQVAE, MLPVQVAE
-from .quantizers import make_quantizer
+from .remedies import make_quantizer  # ours and vector-quantize-pytorch's (notebook 06)
 
 try:  # tqdm is a dependency; notebooks get the widget-free text bar
     from tqdm import tqdm
