@@ -81,7 +81,7 @@ def tiny(tmp_path, monkeypatch):
     subset = (images(30, 1), labels(30, 2), images(12, 3), labels(12, 4))
     npz = tmp_path / "tiny.npz"
     np.savez(npz, **dict(zip(KEYS, subset)))
-    cifar_manifest.write_manifest(npz, "tiny")
+    data.write_subset_manifest(npz, "tiny")
     yield {"arrays": subset, "npz": npz, "manifest": cifar_manifest.load_manifest("tiny")}
     cifar_manifest.load_manifest.cache_clear()
 
@@ -210,7 +210,7 @@ def test_folder_without_the_subset_is_refused(tiny, tmp_path):
 
 def test_manifest_round_trip_is_stable(tiny, tmp_path):
     before = cifar_manifest.manifest_path("tiny").read_text()
-    cifar_manifest.write_manifest(tiny["npz"], "tiny")
+    data.write_subset_manifest(tiny["npz"], "tiny")
     assert cifar_manifest.manifest_path("tiny").read_text() == before
     raw = json.loads(before)
     assert raw["splits"]["train"]["labels"] == "".join(map(str, tiny["arrays"][1]))
@@ -239,7 +239,7 @@ def test_the_ci_manifest_is_the_one_written_from_the_shared_npz(cifar_subset_pat
     committed = json.loads(cifar_manifest.manifest_path("ci").read_text())
     monkeypatch.setattr(cifar_manifest, "MANIFEST_DIR", tmp_path)
     try:
-        written = json.loads(cifar_manifest.write_manifest(cifar_subset_path, "ci").read_text())
+        written = json.loads(data.write_subset_manifest(cifar_subset_path, "ci").read_text())
     finally:
         cifar_manifest.load_manifest.cache_clear()
     for key in ("sha256", "id", "splits"):

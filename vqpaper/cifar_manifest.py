@@ -7,7 +7,8 @@ the sha256 of the whole subset (:func:`content_sha256`), whose first 16 hex digi
 manifest's id. :func:`select` finds the manifest's images in any CIFAR arrays (the subset
 itself, or a superset such as full CIFAR-10) by hash and returns them in the manifest's order,
 or raises a :class:`~vqpaper.errors.DataFormatError` naming the split, the position and what
-differs. :func:`write_manifest` (re)writes a manifest from an ``.npz``::
+differs. :func:`write_manifest` (re)writes a manifest from the subset's arrays;
+:func:`vqpaper.data.write_subset_manifest` from an ``.npz``, also as a command::
 
     python -m vqpaper.cifar_manifest ../shared/data/cifar10-subset.npz
 """
@@ -131,22 +132,19 @@ def select(manifest: dict, x_train, y_train, x_test, y_test, origin) -> tuple:
     return tuple(out)
 
 
-def write_manifest(npz_path, name: str = "ci", official_indices=None, about: str = "") -> Path:
-    """(Re)write ``manifests/cifar10-<name>.json`` from an ``.npz`` holding exactly the subset.
+def write_manifest(x_train, y_train, x_test, y_test, name: str = "ci", official_indices=None,
+                   about: str = "") -> Path:
+    """(Re)write ``manifests/cifar10-<name>.json`` for exactly these arrays (uint8 NHWC, labels 0..9).
 
     ``official_indices`` optionally maps ``"train"``/``"test"`` to each image's index in the
     official CIFAR-10 arrays; unknown ones are stored as null.
     """
-    from .data import _load_npz  # the same checks as loading it
-
-    x_train, y_train, x_test, y_test = _load_npz(Path(npz_path))
     digest = content_sha256(x_train, y_train, x_test, y_test)
     manifest = {
         "format": FORMAT,
         "name": name,
         "dataset": "CIFAR-10",
-        "about": about or f"Images of the '{name}' profile, written by vqpaper.cifar_manifest.write_manifest "
-                          f"from {Path(npz_path).name}.",
+        "about": about or f"The CIFAR-10 images of the '{name}' subset, written by vqpaper.cifar_manifest.",
         "image_hash": f"first {HASH_CHARS} hex digits of sha256 of the image's 3,072 bytes (uint8, 32x32x3, "
                       "row-major HWC)",
         "sha256": digest,
@@ -169,8 +167,10 @@ def write_manifest(npz_path, name: str = "ci", official_indices=None, about: str
     return path
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # a command, so importing vqpaper.data here makes no import cycle
     if len(sys.argv) not in (2, 3):
         sys.exit("usage: python -m vqpaper.cifar_manifest SUBSET.npz [NAME]")
-    written = write_manifest(sys.argv[1], *sys.argv[2:])
+    from vqpaper.data import write_subset_manifest
+
+    written = write_subset_manifest(*sys.argv[1:])
     print(f"wrote {written} (id {load_manifest(sys.argv[2] if len(sys.argv) == 3 else 'ci')['id']})")
