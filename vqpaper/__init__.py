@@ -6,3 +6,7 @@ Modules, one idea each: ``quantizers`` (EMA-VQ, SimVQ, K-means), ``models``, ``t
 ``book`` (glue), ``config`` (profiles, parameter checks), ``cli``.
 """
 __version__ = "0.1.0"
+
+# vqpaper.diagnose(embeddings, indices, codebook, ...): the collapse report of any VQ model. Cheap to
+# import (the module imports numpy, matplotlib and the metrics only when called).
+from .diagnose import diagnose  # noqa: E402,F401

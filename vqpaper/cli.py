@@ -5,6 +5,7 @@
     vqpaper check --profile ci           # recorded numbers vs tests/references/ci
     vqpaper references --accept          # refresh the references on purpose
     vqpaper clean-cache
+    vqpaper diagnose run.npz -o report.html   # collapse report of any VQ model's arrays
 
 A thin argparse layer: executing notebooks is ``vqpaper.runner``'s job.
 """
@@ -278,6 +279,39 @@ def cmd_clean_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------ diagnose
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """``vqpaper diagnose run.npz [-o report.html]``: the collapse report of any VQ model's arrays."""
+    from .diagnose import ARRAYS, REQUIRED, diagnose, load_arrays
+    from .errors import ConfigError
+
+    source = Path(args.arrays)
+    out = Path(args.output) if args.output else Path(f"{source.resolve().name.removesuffix('.npz')}-diagnosis.html")
+    try:
+        arrays = load_arrays(source)
+        report = diagnose(**arrays, title=f"VQ collapse report: {source.name}")
+    except ConfigError as exc:  # a missing or misshapen array: say which, and what is expected
+        raise CLIError(f"{exc}\n  arrays: {', '.join(ARRAYS)} (required: {', '.join(REQUIRED)})", code=2) from None
+    if not out.parent.is_dir():
+        raise CLIError(f"-o {out}: the folder {out.parent} does not exist", code=2)
+    report.to_html(out)
+    print(report.hint_text())
+    print(f"wrote {_rel(out)}")
+    return 0
+
+
+def _add_diagnose(sub) -> None:
+    p = sub.add_parser("diagnose", help="collapse report (HTML) of a VQ model's arrays",
+                       description="Tokens and embeddings collapse metrics, hints and one figure for a "
+                                   "VQ model's arrays, as a self-contained HTML page.")
+    p.add_argument("arrays", help="an .npz with embeddings [N, (L,) D], indices [N, (L)], codebook [K, D] and "
+                                  "optionally data [N, ...], labels [N], reconstructions (the shape of data); "
+                                  "or a cached run's folder (_build/cache/<key>)")
+    p.add_argument("-o", "--output", help="the HTML file to write (default: <name>-diagnosis.html here)")
+    p.set_defaults(func=cmd_diagnose)
+
+
 # -------------------------------------------------------------------------- parser
 
 def _add_params(p: argparse.ArgumentParser) -> None:
@@ -346,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("clean-cache", help="remove the cache folder (VQPAPER_CACHE, default _build/cache)")
     p.set_defaults(func=cmd_clean_cache)
+    _add_diagnose(sub)
     return parser
 
 
