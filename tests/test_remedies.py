@@ -198,3 +198,26 @@ def test_our_ema_with_the_laplace_update_is_the_library_s_and_eq5_is_not():
     assert rows["laplace"]["same_token_share"] == 1.0 and rows["laplace"]["max_codebook_gap"] < 1e-4
     # eq. (5) as written leaves unused tokens in place; the library drags them to the origin
     assert rows["eq5"]["max_codebook_gap"] > 0.1 and rows["eq5"]["ours_at_origin"] == 0
+
+
+def test_which_sentence_groups_recipes_by_the_computed_outcome():
+    base = [_run(d, s, 20.0 + s) for d in (2, 8) for s in range(3)]
+    better = [_run(d, s, 30.0 + s) for d in (2, 8) for s in range(3)]
+    worse = [_run(d, s, 10.0 + 0.5 * s) for d in (2, 8) for s in range(3)]
+    families = R.remedy_families({"ema": base, "restart": better, "fsq": worse}, "tokens")
+    text = R.which_sentence(families, "tokens")
+    assert text == ("Tokens collapse, synthetic, each recipe against EMA-VQ from scratch: held for dead-code restart; "
+                    "not held for FSQ.")
+
+
+def test_notebook_06_parameters_reject_a_recipe_list_without_the_baseline_or_with_a_bad_recipe():
+    from vqpaper.config import notebook_config
+
+    with pytest.raises(ConfigError, match="must include 'ema'"):
+        notebook_config("06_remedies", "ci", remedies=["restart", "fsq"])
+    with pytest.raises(ConfigError, match="parameter 'remedies': remedies: unknown part"):
+        notebook_config("06_remedies", "ci", remedies="['ema', 'warmup']")  # papermill passes text
+    with pytest.raises(ConfigError, match="'codebook_sizes': 100 is not a power of two"):
+        notebook_config("06_remedies", "ci", codebook_sizes=[100])
+    assert notebook_config("06_remedies", "ci", remedies="['ema', 'restart+batch-kmeans']").remedies == [
+        "ema", "restart+batch-kmeans"]

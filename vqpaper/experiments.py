@@ -492,3 +492,10 @@ def remedy_runs(configs: Sequence, remedies: Sequence[str], data=None, desc: str
         out[name] = flat[start:start + len(cs)]
         start += len(cs)
     return out
+
+
+def remedy_rows(runs: dict, keys: Sequence[str] = ("dim", "seed")) -> list[dict]:
+    """:func:`rows` of every recipe's runs plus ``remedy`` (its short label, one plot hue per recipe)."""
+    from .remedies import parse_remedy
+
+    return [row for name, rs in runs.items() for row in rows(rs, keys, label={"remedy": parse_remedy(name).label})]

@@ -600,5 +600,50 @@ def compare_ema_with_library(codebook_size: int = 128, token_dim: int = 1, decay
                     "max_codebook_gap": float((ours.codebook - lib_codebook).abs().max()),
                     "ours_at_origin": int((ours.codebook.norm(dim=1) < 1e-3).sum()),
                     "library_at_origin": int((lib_codebook.norm(dim=1) < 1e-3).sum()),
-                    "steps": steps, "codebook_size": codebook_size})
+                    "steps": steps, "codebook_size": codebook_size, "token_dim": token_dim})
     return out
+
+
+def library_difference_sentence(rows: Sequence[dict]) -> str:
+    """What :func:`compare_ema_with_library` measured, as a sentence for the book (computed, not typed)."""
+    by = {r["update"]: r for r in rows}
+    lap, eq5 = by["laplace"], by["eq5"]
+    same = ("every latent" if lap["same_token_share"] == 1.0 else
+            f"{lap['same_token_share']:.2%} of the latents (the same update computed in another order leaves the "
+            f"tokens a float rounding apart, and a latent almost exactly halfway between two tokens can then take "
+            f"either)")
+    return (f"From one codebook of {lap['codebook_size']} tokens of dimension {lap['token_dim']}, over "
+            f"{lap['steps']} batches, our EMA-VQ with the Laplace-smoothed update gave the library's VectorQuantize's "
+            f"token to {same}, and the codebooks ended at most {lap['max_codebook_gap']:.2g} apart; with eq. (5) "
+            f"as the paper writes it (this book's "
+            f"default) {eq5['same_token_share']:.1%} of the choices agreed and the codebooks ended up to "
+            f"{eq5['max_codebook_gap']:.3g} apart, because the library drags every unused token towards the origin "
+            f"({eq5['library_at_origin']} tokens ended there, against {eq5['ours_at_origin']} of ours).")
+
+
+def pick_recipe(names: Sequence[str], wanted: Sequence[str]) -> str:
+    """The first recipe of ``names`` that has a part of ``wanted`` (in ``wanted``'s order), else the baseline."""
+    for part in wanted:
+        for name in names:
+            if part in parse_remedy(name).parts:
+                return name
+    return BASELINE
+
+
+def describe(name: str) -> str:
+    """A recipe in words, saying which implementation it runs: ``"dead-code restart (vector-quantize-pytorch)"``."""
+    r = parse_remedy(name)
+    where = " (vector-quantize-pytorch)" if r.quantizer in LIBRARY_QUANTIZERS else ""
+    return ("EMA-VQ from scratch" if r.name == BASELINE else r.label) + where
+
+
+def which_sentence(families: Sequence, collapse: str) -> str:
+    """One sentence per collapse, from the families' outcomes: which recipes held, which did not, which are open."""
+    from .claims import OUTCOMES
+
+    title = COLLAPSES[collapse]["title"]
+    if not families:
+        return f"{title[0].upper()}{title[1:]}: no recipe besides the baseline was run."
+    groups = {o: [f.paper.split(":")[0] for f in families if f.outcome == o] for o in OUTCOMES}
+    parts = [f"{o} for {', '.join(names)}" for o, names in groups.items() if names]
+    return f"{title[0].upper()}{title[1:]}, each recipe against EMA-VQ from scratch: {'; '.join(parts)}."

@@ -1,0 +1,326 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Beyond the paper: which remedy for which collapse?
+#
+# Zhao et al. {cite}`zhao2024collapse` test one remedy for **tokens collapse**, pretraining the
+# autoencoder before VQ (§3.1), and none for **embeddings collapse** (§3.2); notebook
+# {doc}`05_simvq_comparison` adds SimVQ {cite}`zhu2024simvq`. People who train VQ tokenizers reach
+# for a longer list. This notebook measures them all on the two collapses, with the metrics and
+# the verdicts of notebooks 02–05, and ends with a diagnosis you can run on your own model.
+#
+# | recipe | what it changes | implementation |
+# |---|---|---|
+# | `ema` | nothing: EMA-VQ from scratch, K-means on the untrained encoder's outputs (the **baseline**) | ours (`vqpaper.quantizers`) |
+# | `pretrained` | pretrain the autoencoder, then VQ (the paper's remedy) | ours |
+# | `simvq` | codebook $W(B)$, $B$ frozen (notebook 05) | ours |
+# | `batch-kmeans` | K-means on the first training batch instead of the whole training set (SoundStream, common libraries) | ours |
+# | `restart` | a token whose EMA count falls below 2 is moved onto a random embedding of the batch (Jukebox, SoundStream) | vector-quantize-pytorch |
+# | `rotation` | the rotation trick: gradients reach the encoder through a rotation onto the token (Fifty et al. 2024) | vector-quantize-pytorch |
+# | `l2` | embeddings projected to a few dimensions and l2-normalised, cosine nearest token (ViT-VQGAN) | vector-quantize-pytorch |
+# | `fsq` | no learned codebook: a few projected coordinates rounded to a fixed grid of as many codes (Mentzer et al. 2023) | vector-quantize-pytorch |
+# | `lib` | the library's EMA-VQ with our settings, to compare it with ours | vector-quantize-pytorch |
+#
+# Recipes combine with `+` (`pretrained+restart`, `restart+batch-kmeans`), through the
+# `remedies` parameter. The library's quantizers sit behind the book's one interface,
+# `quantized, indices, loss = quantizer(z)` (`vqpaper/remedies.py`), with every argument
+# passed explicitly: version 1.32 would otherwise turn the rotation trick on by default. Apart
+# from the recipe, every run is the baseline's: the models, data, optimiser and budgets of
+# notebooks 02–04, at the epochs of the parameters below. How many codes FSQ has and how many
+# dimensions the l2 codes have is stated with the numbers.
+
+# %% tags=["parameters"]
+profile = "ci"               # "ci" for minutes on a laptop CPU or "paper" for the paper settings
+remedies = None              # list of recipes, e.g. ["ema", "pretrained", "restart", "pretrained+restart"]; must hold "ema"
+dims = None                  # list of data dimensions of the tokens-collapse runs
+token_dims = None            # token dimension for each data dimension
+seeds = None                 # list of model seeds of the synthetic runs
+scratch_epochs = None        # synthetic epochs from scratch
+pretrain_epochs = None       # synthetic autoencoder pretraining ...
+finetune_epochs = None       # ... then VQ fine-tuning, for recipes with "pretrained"
+n_per_cluster = None         # synthetic points per cluster, 10 clusters
+data_seed = None             # seed of the synthetic data, separate from the model seeds
+narrow_hidden = None         # encoder width of the embeddings-collapse runs (the wide one is 32)
+narrow_dims = None           # list of data dimensions of the embeddings-collapse runs, among dims
+narrow_epochs = None         # epochs of the embeddings-collapse runs (pretrained: half autoencoder, half VQ)
+narrow_n_per_cluster = None  # points per cluster of the embeddings-collapse runs
+codebook_sizes = None        # list of CIFAR-10 codebook sizes K
+token_dim = None             # CIFAR-10 dimension of a token and of a latent vector
+channels = None              # width of the convolutional encoder and decoder
+residual_channels = None     # hidden channels of the residual blocks
+cifar_scratch_epochs = None  # CIFAR-10 epochs from scratch
+cifar_pretrain_epochs = None # CIFAR-10 autoencoder pretraining ...
+cifar_finetune_epochs = None # ... then VQ fine-tuning
+cifar_seeds = None           # list of model seeds of the CIFAR-10 runs
+train_images = None          # use only this many training images, None means all
+kmeans_vectors = None        # K-means initialisation on a random sample of this many latents, None means all
+cifar10 = None               # path to an npz file or a torchvision folder, None means env VQPAPER_CIFAR10 or a download
+device = None                # "auto", "cpu" or "cuda"
+
+# %%
+import pandas as pd
+
+import vqpaper
+import vqpaper.data
+from vqpaper import book, claims, experiments as ex, paths, remedies as rem, results
+
+cfg = ex.setup("06_remedies", profile, remedies=remedies, dims=dims, token_dims=token_dims, seeds=seeds,
+               scratch_epochs=scratch_epochs, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
+               n_per_cluster=n_per_cluster, data_seed=data_seed, narrow_hidden=narrow_hidden,
+               narrow_dims=narrow_dims, narrow_epochs=narrow_epochs, narrow_n_per_cluster=narrow_n_per_cluster,
+               codebook_sizes=codebook_sizes, token_dim=token_dim, channels=channels,
+               residual_channels=residual_channels, cifar_scratch_epochs=cifar_scratch_epochs,
+               cifar_pretrain_epochs=cifar_pretrain_epochs, cifar_finetune_epochs=cifar_finetune_epochs,
+               cifar_seeds=cifar_seeds, train_images=train_images, kmeans_vectors=kmeans_vectors, cifar10=cifar10,
+               device=device)
+ex.parameters_table(cfg)
+
+# %% [markdown]
+# ## Our EMA-VQ and the library's
+#
+# Before comparing remedies built on the library with a baseline built on our code, we check
+# that the two EMA-VQs agree where they should. Both start from the same codebook and see the
+# same stream of batches (`remedies.compare_ema_with_library`), once with each of our update
+# rules.
+
+# %%
+library_rows = rem.compare_ema_with_library(token_dim=1) + rem.compare_ema_with_library(token_dim=4)
+ex.record(cfg, "fig-remedies-library-ema", {f"{r['token_dim']}d/{r['update']}": r for r in library_rows}, seeds=[0])
+book.glue_text("rem.library.sentence.1d", rem.library_difference_sentence(library_rows[:2]))
+book.glue_text("rem.library.sentence.4d", rem.library_difference_sentence(library_rows[2:]))
+pd.DataFrame(library_rows)
+
+# %% [markdown]
+# {glue:text}`rem.library.sentence.4d` In one dimension: {glue:text}`rem.library.sentence.1d`
+#
+# So the two implementations are the same algorithm up to float rounding once both smooth the
+# counts; the library cannot express eq. (5) as the paper writes it. Their K-means
+# initialisations differ too (ours starts from distinct data points and never leaves a token at
+# the origin, see notebook 01; the library's samples its starting tokens with replacement), so
+# the `lib` recipe below, the library's EMA-VQ with our settings, measures both differences at
+# once on whole training runs.
+
+# %% [markdown]
+# ## Tokens collapse on the synthetic data
+#
+# Every recipe on the 10-cluster data of {doc}`02_tokens_collapse_synthetic` (encoder hidden 32,
+# 128 tokens), one run per data dimension and seed. Recipes that share a configuration with
+# another notebook's run share the run (`vqpaper.sweeps`).
+
+# %%
+runs = ex.remedy_runs(ex.synthetic_configs(cfg, methods=("scratch",)), cfg.remedies, desc="synthetic runs")
+table = ex.remedy_rows(runs, keys=("dim", "seed"))
+METRICS = ["usage", "perplexity", "alloc_entropy", "min_tokens_per_cluster", "coverage", "mse"]
+book.glue_table("rem.tokens.summary", ex.summary_frame(table, ["dim", "remedy"], METRICS))
+
+# %% [markdown]
+# Mean ± standard deviation over seeds. `usage` is the fraction of the 128 tokens used at
+# least once, `perplexity` the exponential of the entropy of their use, `alloc_entropy` 1 when
+# the tokens are spread evenly over the clusters of the data, `min_tokens_per_cluster` the
+# tokens of the worst-served cluster, `coverage` the fraction of data points near a
+# reconstruction. FSQ's levels per coordinate multiply to the other quantizers' number of codes:
+# {glue:text}`rem.fsq.levels`. The l2-normalised codes live in {glue:text}`rem.l2.dims`.
+
+# %%
+sizes = sorted({runs[rem.BASELINE][0].config["codebook_size"], *cfg.codebook_sizes})
+book.glue_text("rem.fsq.levels", "; ".join(f"{' × '.join(map(str, rem.fsq_levels(k)))} for {k:,} codes"
+                                           for k in sizes))
+book.glue_text("rem.l2.dims", "; ".join(f"{rem.l2_codebook_dim(t)} dimensions for token dimension {t}"
+                                       for t in sorted(set(cfg.token_dims) | {cfg.token_dim})))
+ex.summary_frame(table, ["dim", "remedy"], METRICS)
+
+# %% [markdown]
+# ## Embeddings collapse: a narrow encoder
+#
+# Notebook {doc}`04_embeddings_collapse` shows that an encoder of hidden width 4 squeezes its
+# embeddings into fewer effective dimensions than one of width 32. Most remedies act on the
+# codebook, not on the encoder: here every recipe is trained again with the narrow encoder
+# (hidden {glue:text}`rem.narrow`), and its embeddings' participation ratio (their effective
+# dimension as a fraction of the latent dimension) is compared with the baseline's, narrow
+# against narrow. The narrow encoder learns slower, so these runs get their own budget
+# (`narrow_epochs`, `narrow_n_per_cluster`).
+
+# %%
+book.glue_text("rem.narrow", str(cfg.narrow_hidden))
+narrow_cfg = ex.with_params(cfg, dims=cfg.narrow_dims,
+                            token_dims=[t for d, t in zip(cfg.dims, cfg.token_dims) if d in cfg.narrow_dims],
+                            scratch_epochs=cfg.narrow_epochs, pretrain_epochs=max(1, cfg.narrow_epochs // 2),
+                            finetune_epochs=max(1, cfg.narrow_epochs // 2), n_per_cluster=cfg.narrow_n_per_cluster)
+narrow_runs = ex.remedy_runs(ex.synthetic_configs(narrow_cfg, methods=("scratch",), encoder_hiddens=[cfg.narrow_hidden]),
+                             cfg.remedies, desc="narrow-encoder runs")
+narrow_table = ex.remedy_rows(narrow_runs, keys=("dim", "seed"))
+NARROW_METRICS = ["participation_ratio", "coverage", "mse", "perplexity"]
+ex.summary_frame(narrow_table, ["dim", "remedy"], NARROW_METRICS)
+
+# %% [markdown]
+# ## Tokens collapse on CIFAR-10
+#
+# The conv VQ-VAE of {doc}`03_tokens_collapse_cifar10` with every recipe. The loader looks in the
+# `cifar10` parameter, then in `VQPAPER_CIFAR10`, then downloads with torchvision; it never
+# switches silently to other data. Codes used and perplexity are counted over the training
+# images, the MSE over the test images.
+
+# %%
+data = vqpaper.data.load_cifar10(cfg.cifar10)
+cifar_cfg = ex.with_params(cfg, seeds=cfg.cifar_seeds)
+cifar_runs = ex.remedy_runs(ex.cifar_configs(cifar_cfg, codebook_sizes=cfg.codebook_sizes, methods=("scratch",),
+                                             epochs=cfg.cifar_scratch_epochs, pretrain_epochs=cfg.cifar_pretrain_epochs,
+                                             finetune_epochs=cfg.cifar_finetune_epochs),
+                            cfg.remedies, data, desc="CIFAR-10 runs")
+cifar_table = ex.remedy_rows(cifar_runs, keys=("codebook_size", "seed"))
+CIFAR_METRICS = ["codes_used", "usage", "perplexity", "test_mse"]
+all_cifar = [r for rs in cifar_runs.values() for r in rs]
+book.glue_text("rem.cifar.data", ex.cifar_data_description(data, all_cifar))
+ex.summary_frame(cifar_table, ["codebook_size", "remedy"], CIFAR_METRICS)
+
+# %% [markdown]
+# Data: {glue:text}`rem.cifar.data`.
+
+# %% [markdown]
+# ## At a glance
+#
+# Each cell compares a recipe with EMA-VQ from scratch on one metric, pair by pair (same data
+# dimension or codebook size, same seed): the mean paired difference as a fraction of the
+# baseline's mean, signed so that green is better, with its 95% interval below. Faded cells
+# have an interval that includes zero, or a single pair.
+
+# %%
+grid = rem.effect_grid({"tokens": runs, "narrow": narrow_runs, "cifar": cifar_runs})
+ex.record(cfg, "fig-remedies-heatmap", {
+    "grid": {f"{g['remedy']}/{g['set']}/{g['metric']}": {k: g[k] for k in ("effect", "relative", "pairs")}
+             for g in grid},
+    "summary": ex.summary(table, ["dim", "remedy"], METRICS),
+    "narrow_summary": ex.summary(narrow_table, ["dim", "remedy"], NARROW_METRICS),
+    "cifar_summary": ex.summary(cifar_table, ["codebook_size", "remedy"], CIFAR_METRICS)})
+book.figure(rem.plot_remedy_heatmap(grid), "fig-remedies-heatmap")
+
+# %% [markdown]
+# ```{glue:figure} fig-remedies-heatmap
+# :name: fig-remedies-heatmap
+#
+# Every recipe against EMA-VQ from scratch: relative improvement (green) or worsening (red) of
+# each metric, with its 95% interval; "(lower)" marks metrics where lower is better. Synthetic
+# columns pool the data dimensions, seed by seed; faded cells are not decided.
+# ```
+
+# %% [markdown]
+# ## Which remedy for which collapse?
+#
+# One family of checks per recipe and collapse, one check per setting, against EMA-VQ from
+# scratch, seed by seed, as in notebooks 02–05 (`vqpaper.claims`): **tokens collapse** on the
+# synthetic data (the perplexity of token use, per data dimension) and on CIFAR-10 (the
+# perplexity over the training images, per codebook size), **embeddings collapse** (the
+# participation ratio of the narrow encoder's embeddings, per data dimension). A family holds
+# when every check holds; a check is inconclusive when its interval straddles zero, with a
+# single seed, or when a run's training loss was still falling.
+
+# %%
+families = {collapse: rem.remedy_families(r, collapse)
+            for collapse, r in (("tokens", runs), ("tokens-cifar", cifar_runs), ("embeddings", narrow_runs))}
+checks_table = claims.publish(cfg, [f for fs in families.values() for f in fs], "fig-remedies-claims", "rem")
+book.glue_table("rem.grid", rem.verdict_grid(families))
+for collapse, fs in families.items():
+    book.glue_text(f"rem.which.{collapse}", rem.which_sentence(fs, collapse))
+
+# %% [markdown]
+# ```{glue} rem.grid
+# ```
+#
+# Over the families: {glue:text}`rem.claims.summary`.
+#
+# - {glue:text}`rem.which.tokens`
+# - {glue:text}`rem.which.tokens-cifar`
+# - {glue:text}`rem.which.embeddings`
+#
+# Each check, with its effect and interval:
+
+# %%
+checks_table
+
+# %% [markdown]
+# ## Diagnose your own model
+#
+# The metrics behind these verdicts work on any VQ model's arrays. `vqpaper.diagnose(embeddings,
+# indices, codebook, data=None, labels=None, reconstructions=None)` returns a report with the
+# metrics, hints on both collapses, one figure and a self-contained HTML page; the command line
+# does the same from an `.npz` (`vqpaper diagnose run.npz -o report.html`, arrays named
+# `embeddings`, `indices`, `codebook`, and optionally `data`, `labels`, `reconstructions`) or
+# from a run folder of the book's cache. Here, first seed: EMA-VQ from scratch and with
+# pretraining (runs of notebook 02's kind) on the lowest data dimension, and a model of
+# vector-quantize-pytorch (dead-code restarts, when that recipe ran) on the highest.
+
+# %%
+def diagnosis(recipe, dim, title):
+    [run] = ex.select(runs[recipe], dim=dim, seed=cfg.seeds[0])
+    a = run.arrays
+    return vqpaper.diagnose(a["Z"], a["indices"], a["codebook"], data=a["X"], labels=a["y"], reconstructions=a["X_hat"],
+                            title=title)
+
+
+DIAGNOSED = {"scratch": (rem.BASELINE, min(cfg.dims)),
+             "pretrained": (rem.pick_recipe(cfg.remedies, ("pretrained",)), min(cfg.dims)),
+             "library": (rem.pick_recipe(cfg.remedies, ("restart", "lib", "rotation", "l2", "fsq")), max(cfg.dims))}
+reports = {}
+for name, (recipe, dim) in DIAGNOSED.items():
+    title = f"{dim}-D, {rem.describe(recipe)}"
+    reports[name] = diagnosis(recipe, dim, title)
+    book.glue_text(f"rem.diag.{name}.title", title)
+    book.glue_text(f"rem.diag.{name}.tokens", reports[name].hints[0])
+    book.glue_text(f"rem.diag.{name}.embeddings", reports[name].hints[1])
+    book.figure(reports[name].plot(), f"fig-remedies-diagnosis-{name}")
+ex.record(cfg, "fig-remedies-diagnosis", {name: {k: v for k, v in r.metrics.items()} for name, r in reports.items()},
+          seeds=cfg.seeds[:1])
+report_path = reports["scratch"].to_html(paths.BUILD / "diagnosis-scratch.html")
+reports["scratch"].to_frame()
+
+# %% [markdown]
+# {glue:text}`rem.diag.scratch.title`: {glue:text}`rem.diag.scratch.tokens`;
+# {glue:text}`rem.diag.scratch.embeddings`.
+#
+# {glue:text}`rem.diag.pretrained.title`: {glue:text}`rem.diag.pretrained.tokens`;
+# {glue:text}`rem.diag.pretrained.embeddings`.
+#
+# {glue:text}`rem.diag.library.title`: {glue:text}`rem.diag.library.tokens`;
+# {glue:text}`rem.diag.library.embeddings`.
+#
+# ```{glue:figure} fig-remedies-diagnosis-scratch
+# :name: fig-remedies-diagnosis-scratch
+#
+# `vqpaper.diagnose` on {glue:text}`rem.diag.scratch.title`: token use sorted by count (the dashed
+# line: how many tokens hold 90% of the assignments), embeddings against used and unused tokens,
+# tokens per cluster of the data.
+# ```
+#
+# ```{glue:figure} fig-remedies-diagnosis-pretrained
+# :name: fig-remedies-diagnosis-pretrained
+#
+# The same report for {glue:text}`rem.diag.pretrained.title`.
+# ```
+#
+# ```{glue:figure} fig-remedies-diagnosis-library
+# :name: fig-remedies-diagnosis-library
+#
+# The same report for {glue:text}`rem.diag.library.title`; with tokens of more than one
+# dimension the middle panel projects embeddings and tokens on the embeddings' first two
+# principal components.
+# ```
+#
+# The hints' thresholds (`vqpaper.diagnose.THRESHOLDS`) are rules of thumb measured on this
+# book's runs; the numbers beside each hint say how far the model is from them.
+
+# %% [markdown]
+# ## Provenance
+
+# %%
+results.provenance_table(cfg.notebook)
