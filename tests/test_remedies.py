@@ -206,7 +206,7 @@ def test_which_sentence_groups_recipes_by_the_computed_outcome():
     worse = [_run(d, s, 10.0 + 0.5 * s) for d in (2, 8) for s in range(3)]
     families = R.remedy_families({"ema": base, "restart": better, "fsq": worse}, "tokens")
     text = R.which_sentence(families, "tokens")
-    assert text == ("Tokens collapse, synthetic, each recipe against EMA-VQ from scratch: held for dead-code restart; "
+    assert text == ("Tokens collapse (synthetic), each recipe against EMA-VQ from scratch: held for dead-code restart; "
                     "not held for FSQ.")
 
 

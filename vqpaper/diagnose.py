@@ -327,7 +327,8 @@ def _hints(m: dict):
     if m["usage"] < t["usage"]:
         tokens_signs.append(f"usage {m['usage']:.2f} ({m['dead_tokens']:,} of {m['codebook_size']:,} tokens unused)")
     if "min_tokens_per_cluster" in m and m["min_tokens_per_cluster"] < t["fair_share"] * m["fair_tokens_per_cluster"]:
-        tokens_signs.append(f"the worst-served cluster has {m['min_tokens_per_cluster']} tokens (a fair share: "
+        n = m["min_tokens_per_cluster"]
+        tokens_signs.append(f"the worst-served cluster has {n} token{'' if n == 1 else 's'} (a fair share: "
                             f"{m['fair_tokens_per_cluster']:.3g})")
     hints = []
     if tokens_signs:

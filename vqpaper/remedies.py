@@ -378,12 +378,12 @@ def key(name: str) -> str:
 #: and per codebook size on CIFAR-10. Embeddings collapse: the participation ratio of the
 #: embeddings of the *narrow* encoder (the paper's §3.2 symptom, notebook 04), per data dimension.
 COLLAPSES = {
-    "tokens": dict(title="tokens collapse, synthetic", metric="perplexity", over="dim", label="{}-D",
+    "tokens": dict(name="tokens collapse", data="synthetic", metric="perplexity", over="dim", label="{}-D",
                    what="uses its tokens more evenly (a higher perplexity) than EMA-VQ from scratch"),
-    "tokens-cifar": dict(title="tokens collapse, CIFAR-10", metric="perplexity", over="codebook_size",
+    "tokens-cifar": dict(name="tokens collapse", data="CIFAR-10", metric="perplexity", over="codebook_size",
                          label="K = {:,}", what="uses its tokens more evenly (a higher perplexity, training "
                                             "images) than EMA-VQ from scratch"),
-    "embeddings": dict(title="embeddings collapse, synthetic", metric="participation_ratio", over="dim",
+    "embeddings": dict(name="embeddings collapse", data="synthetic", metric="participation_ratio", over="dim",
                        label="{}-D, narrow encoder",
                        what="gives the narrow encoder's embeddings more effective dimensions (a higher "
                             "participation ratio) than EMA-VQ from scratch with the same encoder"),
@@ -432,16 +432,14 @@ def remedy_families(runs: dict, collapse: str, baseline: str = BASELINE) -> list
         if not checks:
             raise ConfigError(f"recipe {name!r} has no run that pairs with the baseline's for {collapse!r} "
                               f"(same {spec['over']} and seed)")
-        title = spec["title"]
+        what = f"{spec['name']} ({spec['data']})"
         families.append(Family(
-            f"rem-{collapse}-{key(name)}", f"beyond the paper: {title}",
+            f"rem-{collapse}-{key(name)}", f"beyond the paper: {spec['name']}, {spec['data']}",
             f"{label}: {spec['what']}", checks,
-            {HELD: f"{label} eases {title.split(',')[0]} ({title.split(', ')[1]}): it {spec['what']} in every "
-                   f"setting.",
-             NOT_HELD: f"{label} does not ease {title.split(',')[0]} ({title.split(', ')[1]}) in every setting: "
-                       f"it was no better than EMA-VQ from scratch in at least one.",
-             INCONCLUSIVE: f"Whether {label} eases {title.split(',')[0]} ({title.split(', ')[1]}) cannot be "
-                           f"decided at this budget."}))
+            {HELD: f"{label} eases {what}: it {spec['what']} in every setting.",
+             NOT_HELD: f"{label} does not ease {what} in every setting: it was no better than EMA-VQ from "
+                       f"scratch in at least one.",
+             INCONCLUSIVE: f"Whether {label} eases {what} cannot be decided at this budget."}))
     return families
 
 
@@ -451,9 +449,10 @@ def verdict_grid(families_by_collapse: dict):
 
     rows: dict = {}
     for collapse, families in families_by_collapse.items():
+        spec = COLLAPSES[collapse]
         for f in families:
-            name = f.paper.split(":")[0]
-            rows.setdefault(name, {"remedy": name})[COLLAPSES[collapse]["title"]] = f.outcome
+            name = f.paper.split(": ", 1)[0]
+            rows.setdefault(name, {"remedy": name})[f"{spec['name']}, {spec['data']}"] = f.outcome
     return pd.DataFrame(list(rows.values())).fillna("not run")
 
 
@@ -641,9 +640,10 @@ def which_sentence(families: Sequence, collapse: str) -> str:
     """One sentence per collapse, from the families' outcomes: which recipes held, which did not, which are open."""
     from .claims import OUTCOMES
 
-    title = COLLAPSES[collapse]["title"]
+    spec = COLLAPSES[collapse]
+    title = f"{spec['name'].capitalize()} ({spec['data']})"
     if not families:
-        return f"{title[0].upper()}{title[1:]}: no recipe besides the baseline was run."
-    groups = {o: [f.paper.split(":")[0] for f in families if f.outcome == o] for o in OUTCOMES}
+        return f"{title}: no recipe besides the baseline was run."
+    groups = {o: [f.paper.split(": ", 1)[0] for f in families if f.outcome == o] for o in OUTCOMES}
     parts = [f"{o} for {', '.join(names)}" for o, names in groups.items() if names]
-    return f"{title[0].upper()}{title[1:]}, each recipe against EMA-VQ from scratch: {'; '.join(parts)}."
+    return f"{title}, each recipe against EMA-VQ from scratch: {'; '.join(parts)}."
