@@ -40,9 +40,9 @@ def counting(monkeypatch):
     real = sweeps.run_synthetic
 
     @functools.wraps(real)
-    def run_synthetic(cfg, progress=False):
+    def run_synthetic(cfg, progress=False, **kwargs):
         calls.append(cfg)
-        return real(cfg, progress=progress)
+        return real(cfg, progress=progress, **kwargs)
 
     monkeypatch.setattr(sweeps, "run_synthetic", run_synthetic)
     return calls
@@ -191,9 +191,9 @@ CHILD = textwrap.dedent('''
 
     real = sweeps.run_synthetic
 
-    def run_synthetic(cfg, progress=False):
+    def run_synthetic(cfg, progress=False, **kwargs):
         time.sleep(1.5)  # a slow point: time for the parent to see two stored and kill us
-        return real(cfg, progress=progress)
+        return real(cfg, progress=progress, **kwargs)
 
     sweeps.run_synthetic = run_synthetic
     configs = [SyntheticRun(seed=seed, **{tiny!r}) for seed in range(4)]
@@ -248,7 +248,7 @@ def test_killed_sweep_resumes_without_recomputing_or_losing_points(tmp_path, mon
     assert [r.config["seed"] for r in results] == [0, 1, 2, 3]
     for cfg, key, result in zip(configs, keys, results):
         assert _was_cached(result) == (key in stored)
-        assert result.config == dataclasses.asdict(cfg)
+        assert result.config == {**dataclasses.asdict(cfg), "precision": "float32"}
         assert np.isfinite(result.metrics["mse"]) and result.history
     assert _entries(cache) == sorted(keys)
 

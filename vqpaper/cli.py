@@ -79,6 +79,7 @@ def parse_overrides(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------ commands
 
 def cmd_run(args: argparse.Namespace) -> int:
+    os.environ.update(_executor_env(args))  # the kernel inherits the executor settings
     try:
         py_path = resolve_notebook(args.notebook)
         overrides = parse_overrides(args.param)
@@ -153,7 +154,8 @@ def cmd_book(args: argparse.Namespace) -> int:
     if args.skip_execute:
         _reuse_executed(notebooks)
     else:
-        timings, execute_s = _execute_all(args, notebooks, bench_path, threads)
+        with _book_executor(args):
+            timings, execute_s = _execute_all(args, notebooks, bench_path, threads)
     bench = {
         "profile": args.profile, "jobs": args.jobs, "threads": int(threads),
         "commit": git_commit(), "cpu_count": os.cpu_count(),
@@ -312,6 +314,142 @@ def _add_diagnose(sub) -> None:
     p.set_defaults(func=cmd_diagnose)
 
 
+# ------------------------------------------------------------- executors and plan
+
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    """Where the sweeps' points run, and at which precision (``vqpaper.executors``, ``train.PRECISIONS``)."""
+    from .executors import EXECUTORS
+
+    g = p.add_argument_group("where the runs go (vqpaper.executors)")
+    g.add_argument("--executor", choices=EXECUTORS, default=None,
+                   help="local: one run after another in the notebook's kernel; ray: every run a Ray task; "
+                        "auto (default; env VQPAPER_EXECUTOR): ray with --ray-address/RAY_ADDRESS, a GPU or "
+                        ">= 8 cores, else local")
+    g.add_argument("--ray-address", default=None,
+                   help="an existing Ray cluster (host:port); default: env RAY_ADDRESS, else a local instance")
+    g.add_argument("--cpus-per-run", type=float, default=None,
+                   help="CPUs a Ray task reserves (default: the run's torch threads, VQPAPER_THREADS or 1)")
+    g.add_argument("--gpus-per-run", type=float, default=None,
+                   help="GPUs a run on CUDA reserves, a fraction packs runs on one GPU (default 0.25)")
+    g.add_argument("--precision", choices=("float32", "tf32", "bf16"), default=None,
+                   help="encoder/decoder precision of the training steps (default float32; tf32 needs CUDA); "
+                        "recorded in each run's config and cache key")
+
+
+def _executor_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment variables that carry the executor options to the notebooks' kernels."""
+    from .errors import ConfigError
+    from .executors import check_cpus_per_run, check_gpus_per_run
+
+    env = {}
+    try:
+        if args.executor:
+            env["VQPAPER_EXECUTOR"] = args.executor
+        if args.ray_address:
+            env["RAY_ADDRESS"] = args.ray_address
+        if args.cpus_per_run is not None:
+            env["VQPAPER_CPUS_PER_RUN"] = str(check_cpus_per_run(args.cpus_per_run))
+        if args.gpus_per_run is not None:
+            env["VQPAPER_GPUS_PER_RUN"] = str(check_gpus_per_run(args.gpus_per_run))
+    except ConfigError as exc:
+        raise CLIError(str(exc), code=2) from None
+    if args.precision:
+        env["VQPAPER_PRECISION"] = args.precision
+    return env
+
+
+class _book_executor:
+    """``vqpaper book``: the executor options for every kernel and, with Ray, one instance for all.
+
+    A local Ray instance started here is shared by the notebooks (their kernels join it through
+    ``RAY_ADDRESS``), so the points of two notebooks running at once share the machine instead
+    of splitting it between two instances; it is stopped when the notebooks are done, failed or
+    interrupted. Our own environment is restored afterwards.
+    """
+
+    def __init__(self, args: argparse.Namespace):
+        self.env = _executor_env(args)
+        self.saved: dict = {}
+        self.instance = None
+
+    def __enter__(self):
+        from .errors import ConfigError
+        from .executors import book_instance
+
+        os.environ.update(self.env)  # read by book_instance and inherited by the kernels
+        try:
+            self.instance = book_instance(None, None)
+            extra = self.instance.__enter__()
+        except ConfigError as exc:
+            raise CLIError(str(exc), code=2) from None
+        self.saved = {k: os.environ.get(k) for k in set(extra) | set(self.env)}
+        os.environ.update(extra)
+        if extra.get("VQPAPER_EXECUTOR") == "ray":
+            print(f"executor ray at {extra.get('RAY_ADDRESS')} (one instance for every notebook)", flush=True)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if self.instance is not None:
+                self.instance.__exit__(*exc)
+        finally:
+            for k, v in self.saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        return False
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``vqpaper plan``: every run the book would execute, what is cached, and the time it would take."""
+    from . import plan
+    from .config import set_threads
+    from .errors import ConfigError
+
+    if args.gpus < 1:
+        raise CLIError(f"--gpus must be at least 1, got {args.gpus}", code=2)
+    notebooks = [resolve_notebook(n).stem for n in args.notebook] if args.notebook else None
+    data, note = None, ""
+    try:
+        set_threads()
+        if args.cifar10:
+            from .data import load_cifar10
+
+            data = load_cifar10(args.cifar10, download=False)
+            note = (f"CIFAR-10: {data.n_train:,} / {data.n_test:,} images from {args.cifar10} "
+                    f"(their runs looked up in the cache)")
+        else:
+            n_train, n_test = plan.CIFAR_IMAGES[args.profile]
+            note = (f"CIFAR-10: {n_train:,} / {n_test:,} images, as the {args.profile} profile implies; CIFAR runs "
+                    f"not looked up in the cache (their key hashes the pixels: pass --cifar10 PATH)")
+        runs, timings = plan.make_plan(args.profile, devices=args.gpus, notebooks=notebooks, data=data,
+                                       device=args.device, steps=args.steps, precision=args.precision,
+                                       progress=(lambda m: print("  " + m, file=sys.stderr, flush=True)))
+    except ConfigError as exc:
+        raise CLIError(str(exc), code=2) from None
+    print(plan.report(runs, timings, args.gpus, args.profile, listing=not args.summary, data_note=note))
+    return 0
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="list every run of the book, skip the cached, estimate the time",
+                       description="Every run `vqpaper book` would execute (notebook, config, epochs, steps), "
+                                   "the cached ones skipped, a few steps of each distinct model and codebook "
+                                   "size timed on this device, and the estimated wall time on 1 and N devices.")
+    _add_profile(p)
+    p.add_argument("--gpus", type=int, default=1, help="devices to estimate the wall time for (default 1)")
+    p.add_argument("--notebook", action="append", help="only this notebook (repeatable)")
+    p.add_argument("--device", default="auto", help="where to time the steps: auto (default), cpu, cuda[:N]")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per model shape (default 2)")
+    p.add_argument("--cifar10", default=None, help="the CIFAR-10 data the book would use, to look its runs up "
+                                                   "in the cache and count its images")
+    p.add_argument("--precision", choices=("float32", "tf32", "bf16"), default=None,
+                   help="the precision the book would run at (part of every run's cache key)")
+    p.add_argument("--summary", action="store_true", help="only the per-notebook table, not every run")
+    p.set_defaults(func=cmd_plan)
+
+
 # -------------------------------------------------------------------------- parser
 
 def _add_params(p: argparse.ArgumentParser) -> None:
@@ -353,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=None,
                    help="seconds one cell may run (default: no limit)")
     p.add_argument("--ignore-unknown", action="store_true", help=argparse.SUPPRESS)
+    _add_executor(p)
     p.add_argument("--status", help=argparse.SUPPRESS)  # vqpaper book: where to write the outcome
     p.set_defaults(func=cmd_run)
 
@@ -364,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds one cell may run (default: no limit)")
     p.add_argument("--skip-execute", action="store_true",
                    help="build the book from the notebooks executed before")
+    _add_executor(p)
     p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("references", help="show the diff against the references; "
@@ -381,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("clean-cache", help="remove the cache folder (VQPAPER_CACHE, default _build/cache)")
     p.set_defaults(func=cmd_clean_cache)
     _add_diagnose(sub)
+    _add_plan(sub)
     return parser
 
 

@@ -7,9 +7,15 @@ the runner, the data it saw and the source of the code that produced it. Started
 a kill, a sweep skips what is finished and loses nothing; change any parameter (or the code)
 and the key changes, so a stale result is never reused. ``vqpaper clean-cache`` (or
 :func:`clear_cache`) removes the store.
+
+Where the points run is an executor's job (:mod:`vqpaper.executors`): in this process, one after
+another, or as Ray tasks collected as they finish. Either way this module stores each result
+the moment it arrives, so a killed driver loses only the points still running, and two sweeps
+writing the same key at once leave one complete entry (:func:`save_result`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +29,7 @@ import numpy as np
 import torch
 
 from . import paths
-from .train import RunResult, run_cifar, run_synthetic
+from .train import RunResult, default_precision, run_cifar, run_synthetic
 
 # The modules whose code decides a run's numbers: their source is part of every key.
 _CODE_MODULES = ("quantizers.py", "remedies.py", "search_cpu.py", "models.py", "train.py", "data.py", "metrics.py",
@@ -49,10 +55,10 @@ def data_fingerprint(data) -> Optional[dict]:
     return {"n_train": int(data.n_train), "n_test": int(data.n_test), "pixels": h.hexdigest()[:16]}
 
 
-def run_key(cfg, runner: str, data=None) -> str:
-    """Hash of everything that determines a run's result."""
+def run_key(cfg, runner: str, data=None, precision: Optional[str] = None) -> str:
+    """Hash of everything that determines a run's result (``precision``: default_precision())."""
     payload = {"config": asdict(cfg), "runner": runner, "data": data_fingerprint(data), "code": code_fingerprint(),
-               "torch": torch.__version__}
+               "torch": torch.__version__, "precision": precision or default_precision()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -61,8 +67,16 @@ def _cache_dir(cache_dir) -> Path:
 
 
 def save_result(result: RunResult, directory: Path):
-    """Write ``result`` to ``directory`` atomically: a kill mid-write leaves no half entry."""
+    """Write ``result`` to ``directory`` atomically: a kill mid-write leaves no half entry.
+
+    Safe when two sweeps (two notebooks, two drivers on one Ray cluster) finish the same key at
+    once: the entry appears by one ``rename`` of a complete folder, a finished entry is never
+    removed or rewritten (same key, same result), and the loser of the race discards its copy.
+    A reader therefore sees either no entry or a complete one.
+    """
     directory.parent.mkdir(parents=True, exist_ok=True)
+    if (directory / "result.json").exists():
+        return
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=directory.parent))
     try:
         meta = {"config": result.config, "history": result.history, "metrics": result.metrics,
@@ -71,9 +85,18 @@ def save_result(result: RunResult, directory: Path):
         np.savez_compressed(tmp / "arrays.npz", **result.arrays)
         if result.state_dict is not None:
             torch.save(result.state_dict, tmp / "model.pt")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        if directory.exists() and not (directory / "result.json").exists():
+            # not an entry (entries appear complete): move it aside atomically, then remove it
+            with contextlib.suppress(OSError):
+                aside = Path(tempfile.mkdtemp(prefix=".partial-", dir=directory.parent))
+                os.replace(directory, aside / "old")
+                shutil.rmtree(aside, ignore_errors=True)
+        try:
+            os.replace(tmp, directory)
+        except OSError:
+            if not (directory / "result.json").exists():
+                raise
+            # another sweep stored this key between our check and our rename: keep its entry
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -88,43 +111,87 @@ def load_result(directory: Path, with_state: bool = False) -> RunResult:
     return RunResult(meta["config"], meta["history"], arrays, meta["metrics"], meta["wall_time_s"], state)
 
 
+def _load_cached(directory: Path) -> RunResult:
+    result = load_result(directory)
+    result.cached = True
+    return result
+
+
 def cached_run(cfg, runner: Callable, data=None, *, use_cache: Optional[bool] = None, cache_dir=None,
-               progress: bool = False) -> RunResult:
-    """Run ``runner(cfg[, data])`` unless a finished run with the same key is stored."""
+               progress: bool = False, precision: Optional[str] = None) -> RunResult:
+    """Run ``runner(cfg[, data])`` in this process unless a finished run with the same key is stored."""
     if use_cache is None:
         use_cache = use_cache_default()
-    name = runner.__name__
-    directory = _cache_dir(cache_dir) / run_key(cfg, name, data)
+    precision = precision or default_precision()
+    directory = _cache_dir(cache_dir) / run_key(cfg, runner.__name__, data, precision)
     if use_cache and (directory / "result.json").exists():
-        result = load_result(directory)
-        result.cached = True
-        return result
-    result = runner(cfg, data, progress=progress) if data is not None else runner(cfg, progress=progress)
+        return _load_cached(directory)
+    result = runner(cfg, data, progress=progress, precision=precision) if data is not None \
+        else runner(cfg, progress=progress, precision=precision)
     if use_cache:
         save_result(result, directory)
     return result
 
 
 def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cache_dir=None, progress: bool = True,
-          desc: str = "sweep") -> list[RunResult]:
-    """Run every config (synthetic or CIFAR, chosen by its type); finished points come from the cache."""
-    from .config import CifarRun, SyntheticRun
+          desc: str = "sweep", executor=None, precision: Optional[str] = None) -> list[RunResult]:
+    """Run every config (synthetic or CIFAR, chosen by its type); finished points come from the cache.
 
+    Every point not in the cache goes to ``executor`` (``"local"``, ``"ray"``, ``"auto"``, an
+    executor object, or ``None``: ``executors.default_executor()``, from ``VQPAPER_EXECUTOR`` and
+    ``RAY_ADDRESS``); each result is stored as soon as it arrives. Returns the results in the
+    order of ``configs``, whatever order they finished in; the same with either executor.
+    ``precision``: ``train.PRECISIONS``, default ``VQPAPER_PRECISION`` or float32.
+    """
+    from .config import CifarRun, SyntheticRun
+    from .executors import get_executor
+
+    if use_cache is None:
+        use_cache = use_cache_default()
+    precision = precision or default_precision()
     configs = list(configs)
-    try:
-        from tqdm import tqdm
-        bar = tqdm(configs, desc=desc, disable=not progress)
-    except ImportError:  # pragma: no cover
-        bar = configs
-    out = []
-    for cfg in bar:
+    tasks, results, directories, first_of = [], [None] * len(configs), [], {}
+    duplicates = []  # (index, index of the same key's first occurrence)
+    for i, cfg in enumerate(configs):
         if isinstance(cfg, SyntheticRun):
-            out.append(cached_run(cfg, run_synthetic, None, use_cache=use_cache, cache_dir=cache_dir))
+            runner = run_synthetic
         elif isinstance(cfg, CifarRun):
-            out.append(cached_run(cfg, run_cifar, data, use_cache=use_cache, cache_dir=cache_dir))
+            runner = run_cifar
         else:
             raise TypeError(f"sweep needs SyntheticRun or CifarRun configs, got {type(cfg).__name__}")
-    return out
+        directory = _cache_dir(cache_dir) / run_key(cfg, runner.__name__, data if runner is run_cifar else None,
+                                                    precision)
+        directories.append(directory)
+        if use_cache and (directory / "result.json").exists():
+            results[i] = _load_cached(directory)
+        elif use_cache and directory in first_of:
+            duplicates.append((i, first_of[directory]))  # computed once, then read back like a cached point
+        else:
+            first_of[directory] = i
+            tasks.append((i, cfg, runner))
+    try:
+        from tqdm import tqdm
+        bar = tqdm(total=len(configs), desc=desc, disable=not progress)
+    except ImportError:  # pragma: no cover
+        bar = None
+
+    def done(index: int, result: RunResult):
+        if use_cache:
+            save_result(result, directories[index])
+        results[index] = result
+        if bar is not None:
+            bar.update(1)
+
+    if bar is not None:
+        bar.update(len(configs) - len(tasks))  # stored points, and repeats read back at the end
+    try:
+        get_executor(executor).run(tasks, data, precision, done)
+    finally:
+        if bar is not None:
+            bar.close()
+    for i, first in duplicates:
+        results[i] = _load_cached(directories[first])
+    return results
 
 
 def clear_cache(cache_dir=None) -> int:

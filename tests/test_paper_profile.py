@@ -1,0 +1,111 @@
+"""The `paper` profile cannot break unseen (issue 12).
+
+Every run configuration the book builds at ``--profile paper`` (vqpaper.plan: the notebooks'
+own config code) is built at full size: channels 128, residual 64, codebook sizes up to 65,536,
+every encoder width, quantizer and recipe. Each distinct shape then trains for one epoch on a
+few dozen images through the path of a real run: config -> sweeps.sweep -> train -> metrics.
+Only the budget is cut (epochs, points, images); the models and codebooks are the paper's.
+"""
+import dataclasses
+import math
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from vqpaper import config, plan, sweeps
+from vqpaper.config import CifarRun, SyntheticRun
+from vqpaper.data import CifarData
+from vqpaper.paths import NOTEBOOKS
+
+torch.set_num_threads(1)  # as every run of the book (config.DEFAULT_THREADS)
+
+#: The cut budget: one epoch per stage, 16 points per cluster, 24 training and 8 test images.
+SYNTHETIC_CUT = dict(epochs=1, pretrain_epochs=1, finetune_epochs=1, n_per_cluster=16)
+CIFAR_CUT = dict(epochs=1, pretrain_epochs=1, finetune_epochs=1, train_images=None)
+N_TRAIN, N_TEST = 24, 8
+
+
+@pytest.fixture(scope="module")
+def paper_runs():
+    return plan.planned_runs("paper")
+
+
+def test_every_notebook_has_a_run_list():
+    """A notebook added to the book must say which runs it makes, or the plan and this test miss it."""
+    on_disk = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")}
+    assert set(config.PRESETS) <= set(plan.RUN_LISTS), "add the notebook's run list to vqpaper/plan.RUN_LISTS"
+    assert on_disk <= set(plan.RUN_LISTS), "add the notebook's run list to vqpaper/plan.RUN_LISTS"
+
+
+def test_paper_configs_are_built_at_full_size(paper_runs):
+    cifar = [r.cfg for r in paper_runs if isinstance(r.cfg, CifarRun)]
+    synthetic = [r.cfg for r in paper_runs if isinstance(r.cfg, SyntheticRun)]
+    assert {r.notebook for r in paper_runs} == set(plan.RUN_LISTS)
+    assert max(c.codebook_size for c in cifar) == 65_536
+    assert {c.channels for c in cifar} == {128} and {c.residual_channels for c in cifar} == {64}
+    assert {c.encoder_channels for c in cifar} >= {None, 64, 2}
+    assert all(c.train_images is None and c.kmeans_vectors is None for c in cifar)  # all 50,000 images
+    assert {s.n_per_cluster for s in synthetic} == {1000}
+    assert max(_epochs(c) for c in cifar) == 300 and max(_epochs(s) for s in synthetic) == 200
+    steps = sum(r.steps for r in paper_runs if r.to_run and r.kind == "cifar")
+    assert steps > 1_000_000  # the paper's budget, not the ci one
+
+
+def _epochs(cfg):
+    return cfg.pretrain_epochs + cfg.finetune_epochs if cfg.method == "pretrained" else cfg.epochs
+
+
+def _shape(cfg):
+    """What decides whether a run can break: everything but seeds, budgets and data sizes."""
+    skip = {"seed", "data_seed", "epochs", "pretrain_epochs", "finetune_epochs", "n_per_cluster", "train_images",
+            "kmeans_vectors", "codebook_size"}
+    return (type(cfg).__name__,) + tuple(v for k, v in sorted(dataclasses.asdict(cfg).items()) if k not in skip)
+
+
+def _distinct(configs):
+    """One config per shape, at the smallest and at the largest codebook size of that shape."""
+    by_shape = {}
+    for c in configs:
+        by_shape.setdefault(_shape(c), []).append(c)
+    out = []
+    for cs in by_shape.values():
+        sizes = sorted({c.codebook_size for c in cs})
+        out += [next(c for c in cs if c.codebook_size == k) for k in {sizes[0], sizes[-1]}]
+    return out
+
+
+def _images(n_train, n_test):
+    rng = np.random.default_rng(0)
+    return CifarData(rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), np.arange(n_train) % 10,
+                     rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), np.arange(n_test) % 10,
+                     source="test", description="random images", is_full=False)
+
+
+@pytest.mark.timeout(300)
+def test_every_paper_shape_trains_through_the_real_path(paper_runs):
+    configs = _distinct(r.cfg for r in paper_runs)
+    cut = [dataclasses.replace(c, device="cpu", **(CIFAR_CUT if isinstance(c, CifarRun) else SYNTHETIC_CUT))
+           for c in configs]
+    synthetic = [c for c in cut if isinstance(c, SyntheticRun)]
+    cifar = [c for c in cut if isinstance(c, CifarRun)]
+    assert max(c.codebook_size for c in cifar) == 65_536 and {c.channels for c in cifar} == {128}
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # K-means with fewer vectors than tokens says so, by design
+        results = sweeps.sweep(synthetic, use_cache=False, progress=False, executor="local")
+        results += sweeps.sweep(cifar, _images(N_TRAIN, N_TEST), use_cache=False, progress=False, executor="local")
+    elapsed = time.perf_counter() - started
+    for cfg, r in zip(synthetic + cifar, results):
+        what = f"{cfg.__class__.__name__} {cfg.quantizer} {cfg.method} K={cfg.codebook_size}"
+        assert r.history and all(math.isfinite(h["loss"]) for h in r.history), what
+        assert r.arrays["codebook"].shape[0] == cfg.codebook_size, what
+        if isinstance(cfg, CifarRun):
+            assert r.metrics["n_train"] == N_TRAIN and math.isfinite(r.metrics["test_mse"]), what
+            assert r.arrays["train_indices"].shape == (N_TRAIN, 8, 8), what
+            assert 1 <= r.metrics["codes_used"] <= cfg.codebook_size, what
+        else:
+            assert math.isfinite(r.metrics["mse"]) and 0 < r.metrics["usage"] <= 1, what
+    print(f"{len(synthetic)} synthetic + {len(cifar)} CIFAR-10 paper shapes trained in {elapsed:.1f} s")
