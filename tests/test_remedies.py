@@ -221,3 +221,12 @@ def test_notebook_06_parameters_reject_a_recipe_list_without_the_baseline_or_wit
         notebook_config("06_remedies", "ci", codebook_sizes=[100])
     assert notebook_config("06_remedies", "ci", remedies="['ema', 'restart+batch-kmeans']").remedies == [
         "ema", "restart+batch-kmeans"]
+
+
+def test_library_run_sentence_quotes_the_lib_recipe_s_verdicts_or_says_it_did_not_run():
+    base = [_run(d, s, 20.0 + s) for d in (2, 8) for s in range(3)]
+    same = [_run(d, s, 20.0 + s + (0.1 if s == 1 else -0.1)) for d in (2, 8) for s in range(3)]
+    families = {"tokens": R.remedy_families({"ema": base, "lib": same, "restart": same}, "tokens")}
+    text = R.library_run_sentence(families)
+    assert text.startswith("On whole training runs") and "tokens collapse (synthetic), inconclusive" in text
+    assert "did not run" in R.library_run_sentence({"tokens": R.remedy_families({"ema": base, "fsq": same}, "tokens")})

@@ -558,7 +558,7 @@ def plot_remedy_heatmap(grid: Sequence[dict], clip: float = 1.0, suptitle: Optio
 
 # ------------------------------------------------------------------ our EMA-VQ against the library's
 @torch.no_grad()
-def compare_ema_with_library(codebook_size: int = 128, token_dim: int = 1, decay: float = 0.9, steps: int = 300,
+def compare_ema_with_library(codebook_size: int = 128, token_dim: int = 1, decay: float = 0.9, steps: int = 200,
                              batch: int = 512, seed: int = 0) -> list[dict]:
     """Our ``EMAQuantizer`` and the library's ``VectorQuantize`` from one codebook on one stream of batches.
 
@@ -647,3 +647,12 @@ def which_sentence(families: Sequence, collapse: str) -> str:
     groups = {o: [f.paper.split(": ", 1)[0] for f in families if f.outcome == o] for o in OUTCOMES}
     parts = [f"{o} for {', '.join(names)}" for o, names in groups.items() if names]
     return f"{title}, each recipe against EMA-VQ from scratch: {'; '.join(parts)}."
+
+
+def library_run_sentence(families_by_collapse: dict) -> str:
+    """The ``lib`` recipe's verdicts (the library's EMA-VQ with our settings against ours), as a sentence."""
+    found = [(COLLAPSES[c], f) for c, fs in families_by_collapse.items() for f in fs if f.id == f"rem-{c}-lib"]
+    if not found:
+        return "This execution did not run the `lib` recipe, so whole runs of the two EMA-VQs were not compared."
+    return ("On whole training runs, the library's EMA-VQ with our settings against ours: "
+            + "; ".join(f"{spec['name']} ({spec['data']}), {f.verdict}" for spec, f in found) + ".")
