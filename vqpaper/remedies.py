@@ -633,7 +633,8 @@ def describe(name: str) -> str:
     """A recipe in words, saying which implementation it runs: ``"dead-code restart (vector-quantize-pytorch)"``."""
     r = parse_remedy(name)
     where = " (vector-quantize-pytorch)" if r.quantizer in LIBRARY_QUANTIZERS else ""
-    return ("EMA-VQ from scratch" if r.name == BASELINE else r.label) + where
+    words = {BASELINE: "EMA-VQ from scratch", "pretrained": "pretrained, then EMA-VQ (the paper's remedy)"}
+    return words.get(r.name, r.label) + where
 
 
 def which_sentence(families: Sequence, collapse: str) -> str:
