@@ -119,7 +119,8 @@ pd.DataFrame(library_rows)
 # another notebook's run share the run (`vqpaper.sweeps`).
 
 # %%
-runs = ex.remedy_runs(ex.synthetic_configs(cfg, methods=("scratch",)), cfg.remedies, desc="synthetic runs")
+base = ex.remedy_base_configs(cfg)  # EMA-VQ from scratch: synthetic, narrow encoder, CIFAR-10
+runs = ex.remedy_runs(base["synthetic"], cfg.remedies, desc="synthetic runs")
 table = ex.remedy_rows(runs, keys=("dim", "seed"))
 METRICS = ["usage", "perplexity", "alloc_entropy", "min_tokens_per_cluster", "coverage", "mse"]
 book.glue_table("rem.tokens.summary", ex.summary_frame(table, ["dim", "remedy"], METRICS))
@@ -153,12 +154,7 @@ ex.summary_frame(table, ["dim", "remedy"], METRICS)
 
 # %%
 book.glue_text("rem.narrow", str(cfg.narrow_hidden))
-narrow_cfg = ex.with_params(cfg, dims=cfg.narrow_dims,
-                            token_dims=[t for d, t in zip(cfg.dims, cfg.token_dims) if d in cfg.narrow_dims],
-                            scratch_epochs=cfg.narrow_epochs, pretrain_epochs=max(1, cfg.narrow_epochs // 2),
-                            finetune_epochs=max(1, cfg.narrow_epochs // 2), n_per_cluster=cfg.narrow_n_per_cluster)
-narrow_runs = ex.remedy_runs(ex.synthetic_configs(narrow_cfg, methods=("scratch",), encoder_hiddens=[cfg.narrow_hidden]),
-                             cfg.remedies, desc="narrow-encoder runs")
+narrow_runs = ex.remedy_runs(base["narrow"], cfg.remedies, desc="narrow-encoder runs")
 narrow_table = ex.remedy_rows(narrow_runs, keys=("dim", "seed"))
 NARROW_METRICS = ["participation_ratio", "coverage", "mse", "perplexity"]
 ex.summary_frame(narrow_table, ["dim", "remedy"], NARROW_METRICS)
@@ -173,11 +169,7 @@ ex.summary_frame(narrow_table, ["dim", "remedy"], NARROW_METRICS)
 
 # %%
 data = vqpaper.data.load_cifar10(cfg.cifar10)
-cifar_cfg = ex.with_params(cfg, seeds=cfg.cifar_seeds)
-cifar_runs = ex.remedy_runs(ex.cifar_configs(cifar_cfg, codebook_sizes=cfg.codebook_sizes, methods=("scratch",),
-                                             epochs=cfg.cifar_scratch_epochs, pretrain_epochs=cfg.cifar_pretrain_epochs,
-                                             finetune_epochs=cfg.cifar_finetune_epochs),
-                            cfg.remedies, data, desc="CIFAR-10 runs")
+cifar_runs = ex.remedy_runs(base["cifar"], cfg.remedies, data, desc="CIFAR-10 runs")
 cifar_table = ex.remedy_rows(cifar_runs, keys=("codebook_size", "seed"))
 CIFAR_METRICS = ["codes_used", "usage", "perplexity", "test_mse"]
 all_cifar = [r for rs in cifar_runs.values() for r in rs]

@@ -499,3 +499,23 @@ def remedy_rows(runs: dict, keys: Sequence[str] = ("dim", "seed")) -> list[dict]
     from .remedies import parse_remedy
 
     return [row for name, rs in runs.items() for row in rows(rs, keys, label={"remedy": parse_remedy(name).label})]
+
+
+def remedy_base_configs(cfg: NotebookConfig) -> dict:
+    """06's base configs (EMA-VQ from scratch) per sweep, before each recipe is applied (:func:`remedy_runs`).
+
+    ``"synthetic"``: every data dimension, encoder hidden 32; ``"narrow"``: the narrow encoder on
+    ``narrow_dims``, with its own epochs and points per cluster; ``"cifar"``: the CIFAR-10 sizes
+    and seeds. The notebook and ``vqpaper plan`` both build their runs here.
+    """
+    narrow = with_params(cfg, dims=cfg.narrow_dims,
+                         token_dims=[t for d, t in zip(cfg.dims, cfg.token_dims) if d in cfg.narrow_dims],
+                         scratch_epochs=cfg.narrow_epochs, pretrain_epochs=max(1, cfg.narrow_epochs // 2),
+                         finetune_epochs=max(1, cfg.narrow_epochs // 2), n_per_cluster=cfg.narrow_n_per_cluster)
+    return {
+        "synthetic": synthetic_configs(cfg, methods=("scratch",)),
+        "narrow": synthetic_configs(narrow, methods=("scratch",), encoder_hiddens=[cfg.narrow_hidden]),
+        "cifar": cifar_configs(with_params(cfg, seeds=cfg.cifar_seeds), codebook_sizes=cfg.codebook_sizes,
+                               methods=("scratch",), epochs=cfg.cifar_scratch_epochs,
+                               pretrain_epochs=cfg.cifar_pretrain_epochs, finetune_epochs=cfg.cifar_finetune_epochs),
+    }

@@ -118,19 +118,10 @@ def _remedy_configs(configs, remedies):
 def _runs_06(cfg):
     from . import experiments as ex
 
-    narrow_cfg = ex.with_params(cfg, dims=cfg.narrow_dims,
-                                token_dims=[t for d, t in zip(cfg.dims, cfg.token_dims) if d in cfg.narrow_dims])
-    cifar_cfg = ex.with_params(cfg, seeds=cfg.cifar_seeds)
-    return [
-        ("synthetic runs", _remedy_configs(ex.synthetic_configs(cfg, methods=("scratch",)), cfg.remedies)),
-        ("narrow-encoder runs", _remedy_configs(
-            ex.synthetic_configs(narrow_cfg, methods=("scratch",), encoder_hiddens=[cfg.narrow_hidden]),
-            cfg.remedies)),
-        ("CIFAR-10 runs", _remedy_configs(
-            ex.cifar_configs(cifar_cfg, codebook_sizes=cfg.codebook_sizes, methods=("scratch",),
-                             epochs=cfg.cifar_scratch_epochs, pretrain_epochs=cfg.cifar_pretrain_epochs,
-                             finetune_epochs=cfg.cifar_finetune_epochs), cfg.remedies)),
-    ]
+    base = ex.remedy_base_configs(cfg)  # the notebook's own base configs (its narrow runs have their own budget)
+    return [(desc, _remedy_configs(base[name], cfg.remedies))
+            for name, desc in (("synthetic", "synthetic runs"), ("narrow", "narrow-encoder runs"),
+                               ("cifar", "CIFAR-10 runs"))]
 
 
 #: notebook -> function(checked notebook config) -> [(sweep description, run configs)], in the
