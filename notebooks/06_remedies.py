@@ -26,7 +26,7 @@
 # | `pretrained` | pretrain the autoencoder, then VQ (the paper's remedy) | ours |
 # | `simvq` | codebook $W(B)$, $B$ frozen (notebook 05) | ours |
 # | `batch-kmeans` | K-means on the first training batch instead of the whole training set (SoundStream, common libraries) | ours |
-# | `restart` | a token whose EMA count falls below 2 is moved onto a random embedding of the batch (Jukebox, SoundStream) | vector-quantize-pytorch |
+# | `restart` | a token whose EMA count of assignments per batch falls below {glue:text}`rem.restart.threshold` is moved onto a random embedding of the batch (Jukebox, SoundStream) | vector-quantize-pytorch |
 # | `rotation` | the rotation trick: gradients reach the encoder through a rotation onto the token (Fifty et al. 2024) | vector-quantize-pytorch |
 # | `l2` | embeddings projected to a few dimensions and l2-normalised, cosine nearest token (ViT-VQGAN) | vector-quantize-pytorch |
 # | `fsq` | no learned codebook: a few projected coordinates rounded to a fixed grid of as many codes (Mentzer et al. 2023) | vector-quantize-pytorch |
@@ -84,6 +84,7 @@ cfg = ex.setup("06_remedies", profile, remedies=remedies, dims=dims, token_dims=
                cifar_pretrain_epochs=cifar_pretrain_epochs, cifar_finetune_epochs=cifar_finetune_epochs,
                cifar_seeds=cifar_seeds, train_images=train_images, kmeans_vectors=kmeans_vectors, cifar10=cifar10,
                device=device)
+book.glue_text("rem.restart.threshold", str(rem.DEAD_CODE_THRESHOLD))
 ex.parameters_table(cfg)
 
 # %% [markdown]
