@@ -26,10 +26,10 @@
 # | `pretrained` | pretrain the autoencoder, then VQ (the paper's remedy) | ours |
 # | `simvq` | codebook $W(B)$, $B$ frozen (notebook 05) | ours |
 # | `batch-kmeans` | K-means on the first training batch instead of the whole training set (SoundStream, common libraries) | ours |
-# | `restart` | a token whose EMA count of assignments per batch falls below {glue:text}`rem.restart.threshold` is moved onto a random embedding of the batch (Jukebox, SoundStream) | vector-quantize-pytorch |
-# | `rotation` | the rotation trick: gradients reach the encoder through a rotation onto the token (Fifty et al. 2024) | vector-quantize-pytorch |
-# | `l2` | embeddings projected to a few dimensions and l2-normalised, cosine nearest token (ViT-VQGAN) | vector-quantize-pytorch |
-# | `fsq` | no learned codebook: a few projected coordinates rounded to a fixed grid of as many codes (Mentzer et al. 2023) | vector-quantize-pytorch |
+# | `restart` | a token whose EMA count of assignments per batch falls below {glue:text}`rem.restart.threshold` is moved onto a random embedding of the batch (Jukebox {cite}`dhariwal2020jukebox`, SoundStream {cite}`zeghidour2021soundstream`) | vector-quantize-pytorch |
+# | `rotation` | the rotation trick: gradients reach the encoder through a rotation onto the token (Fifty et al. {cite}`fifty2024rotation`) | vector-quantize-pytorch |
+# | `l2` | embeddings projected to a few dimensions and l2-normalised, cosine nearest token (ViT-VQGAN {cite}`yu2021vitvqgan`) | vector-quantize-pytorch |
+# | `fsq` | no learned codebook: a few projected coordinates rounded to a fixed grid of as many codes (Mentzer et al. {cite}`mentzer2023fsq`) | vector-quantize-pytorch |
 # | `lib` | the library's EMA-VQ with our settings, to compare it with ours | vector-quantize-pytorch |
 #
 # Recipes combine with `+` (`pretrained+restart`, `restart+batch-kmeans`), through the
