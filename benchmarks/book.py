@@ -3,6 +3,13 @@
 
     python benchmarks/book.py                  # report the last `vqpaper book` run
     python benchmarks/book.py --run            # run `vqpaper book --profile ci` first, then report
+    python benchmarks/book.py --compare-executors   # the ci notebooks with Ray, then in-process
+
+``--compare-executors`` executes every notebook twice, each time from a cold cache in a
+temporary build folder (``VQPAPER_BUILD``; nothing is written to ``_build/`` or the book): once
+with ``--executor ray`` (one local Ray instance for all notebooks, as `vqpaper book` starts it)
+and once with ``--executor local``, ``--jobs`` notebooks at a time, and reports both times and
+their ratio. Only the notebooks are timed: the HTML build does not depend on the executor.
 
 `vqpaper book` writes ``_build/bench/book.json`` (see ``cmd_book`` in ``vqpaper/cli.py``):
 ``profile, jobs, threads, commit, cpu_count, created``, ``notebooks: {name: {wall_time_s, ok}}``,
@@ -41,6 +48,62 @@ def run_book(profile: str, jobs: int) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+def _execute_child(nb: Path, profile: str, env: dict) -> tuple[str, bool, float, str]:
+    """One notebook in its own process, as `vqpaper book` runs it, but never copied into the book."""
+    import time
+
+    code = ("import sys; from pathlib import Path; from vqpaper.cli import execute; "
+            "execute(Path(sys.argv[1]), sys.argv[2], {}, book_copy=False)")
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, str(nb), profile], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    return nb.stem, proc.returncode == 0, time.perf_counter() - started, proc.stderr[-2000:]
+
+
+def compare_executors(profile: str, jobs: int, executors_: list[str], notebooks: list[str] | None = None) -> dict:
+    """Wall time of all notebooks (``jobs`` at a time, cold cache) per executor; see the module doc."""
+    import tempfile
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vqpaper.config import DEFAULT_THREADS
+    from vqpaper.executors import book_instance
+    from vqpaper.runner import available_notebooks
+
+    nbs = [nb for nb in available_notebooks() if not notebooks or nb.stem[:2] in notebooks or nb.stem in notebooks]
+    out = {}
+    for name in executors_:
+        with tempfile.TemporaryDirectory(prefix=f"vqpaper-bench-{name}-") as build:
+            env = dict(os.environ, VQPAPER_BUILD=build, VQPAPER_THREADS=os.environ.get("VQPAPER_THREADS")
+                       or str(DEFAULT_THREADS), VQPAPER_EXECUTOR=name)
+            env.pop("VQPAPER_CACHE", None)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+            print(f"executor {name}: {len(nbs)} notebooks, {jobs} at a time, cold cache in {build}", flush=True)
+            started = time.perf_counter()
+            saved = dict(os.environ)
+            os.environ.update(env)  # book_instance reads VQPAPER_EXECUTOR and starts Ray with this env
+            try:
+                with book_instance(name, None) as extra:
+                    env.update(extra)
+                    with ThreadPoolExecutor(max_workers=jobs) as pool:
+                        results = list(pool.map(lambda nb: _execute_child(nb, profile, env), nbs))
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            total = time.perf_counter() - started
+        for stem, ok, wall, err in results:
+            print(f"  {'ok  ' if ok else 'FAIL'}  {stem:<36} {wall:8.1f} s", flush=True)
+            if not ok:
+                print("        " + err.strip().replace("\n", "\n        "), flush=True)
+        print(f"  all notebooks (elapsed, incl. starting and stopping Ray): {total:.1f} s", flush=True)
+        out[name] = {"total_s": round(total, 1), "ok": all(r[1] for r in results),
+                     "notebooks": {r[0]: round(r[2], 1) for r in results}}
+    if len(out) == 2:
+        a, b = (out[k]["total_s"] for k in executors_)
+        print(f"{executors_[0]} / {executors_[1]}: {a / b:.2f}", flush=True)
+    return out
 
 
 def _s(x) -> str:
@@ -103,7 +166,21 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="notebooks at once, for --run (default 2)")
     p.add_argument("--budget-s", type=float, help="override the budget (default: 600 s for ci, 7200 s for paper)")
     p.add_argument("--path", type=Path, help="timings file (default _build/bench/book.json)")
+    p.add_argument("--compare-executors", action="store_true",
+                   help="execute the notebooks with --executor ray, then local (cold caches, temporary build "
+                        "folders), and report both times")
+    p.add_argument("--executors", nargs="+", default=["ray", "local"], choices=["ray", "local"],
+                   help="for --compare-executors: which, in this order (default: ray local)")
+    p.add_argument("--notebooks", nargs="+", help="for --compare-executors: only these (numbers or names)")
     args = p.parse_args(argv)
+    if args.compare_executors:
+        result = compare_executors(args.profile, args.jobs, args.executors, args.notebooks)
+        out = Path(os.environ.get("VQPAPER_BUILD", ROOT / "_build")) / "bench" / "executors.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"profile": args.profile, "jobs": args.jobs, "cpu_count": os.cpu_count(),
+                                   "executors": result}, indent=1) + "\n")
+        print(f"written {out}")
+        return 0 if all(r["ok"] for r in result.values()) else 1
     path = args.path or default_path()
     if args.run:
         code = run_book(args.profile, args.jobs)

@@ -109,3 +109,25 @@ def test_every_paper_shape_trains_through_the_real_path(paper_runs):
         else:
             assert math.isfinite(r.metrics["mse"]) and 0 < r.metrics["usage"] <= 1, what
     print(f"{len(synthetic)} synthetic + {len(cifar)} CIFAR-10 paper shapes trained in {elapsed:.1f} s")
+
+
+def test_plan_command_lists_the_runs_and_estimates_the_time(capsys, tmp_path, monkeypatch):
+    from vqpaper import cli
+
+    monkeypatch.setenv("VQPAPER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sweeps.paths, "CACHE", tmp_path / "cache")
+    assert cli.main(["plan", "--profile", "paper", "--notebook", "01", "--gpus", "4"]) == 0
+    out = capsys.readouterr().out
+    runs = [line for line in out.splitlines() if line.startswith("01_preliminaries ") and "seed" in line]
+    assert len(runs) == 10  # 5 seeds x (scratch, pretrained), each with its epochs and steps
+    assert any(line.split()[-3:-1] == ["101", "4,040"] for line in runs), runs  # 100 + 1 epochs x 40 steps
+    assert "estimated wall time:" in out and "on 4 devices" in out
+    assert cli.main(["plan", "--profile", "paper", "--gpus", "0"]) == 2
+    assert "--gpus must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_lpt_schedule_bounds():
+    assert plan.schedule([5, 4, 3, 3, 3], 1) == 18
+    # longest first: 5 | 4, 3 -> 5, 3 | 4, 3, 3 = 10, within LPT's 4/3 of the best split (5, 4 | 3, 3, 3 = 9)
+    assert plan.schedule([5, 4, 3, 3, 3], 2) == 10
+    assert plan.schedule([10, 1, 1], 8) == 10          # never below the longest run

@@ -97,14 +97,16 @@ def _ray_task(runner, cfg, data, precision, threads, fingerprint):
     import warnings
 
     from .config import set_threads
-    from .sweeps import code_fingerprint
+    from .sweeps import LOADED_CODE_FINGERPRINT
 
     try:
-        if code_fingerprint() != fingerprint:
-            # the result would be stored under a key of other code than the one that computed it
+        if LOADED_CODE_FINGERPRINT != fingerprint:
+            # the result would be stored under the key of other code than the one computing it
             raise ExecutorError(
-                f"the Ray worker runs other vqpaper code (fingerprint {code_fingerprint()}) than the driver "
-                f"({fingerprint}); install this checkout on every node of the cluster (pip install -e .)")
+                f"a Ray worker runs other vqpaper code (fingerprint {LOADED_CODE_FINGERPRINT}) than the code the "
+                f"sweep's keys were made with ({fingerprint}): the source files changed after the worker started, "
+                f"or its node has another checkout (install this one on every node: pip install -e .). Finished "
+                f"points are stored; start the sweep again (a new Ray job starts new workers)")
         set_threads(threads)
         with warnings.catch_warnings():
             # arrays from the object store are read-only; the runs copy them to tensors anyway
@@ -131,7 +133,6 @@ class _LocalHead:
     def __init__(self, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None):
         import select
         import subprocess
-        import sys
         import tempfile
 
         if num_gpus is None:
@@ -229,10 +230,8 @@ def _free_port() -> int:
 
 def _supervise(num_cpus: int, num_gpus: int, log: str) -> int:
     """Body of the supervisor (see :class:`_LocalHead`): start Ray, say where, wait, end the session."""
-    import subprocess
-    import sys
-
     import signal
+    import subprocess
 
     sid = os.getsid(0)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a plain kill still ends the session (finally)
@@ -268,11 +267,12 @@ def _supervise(num_cpus: int, num_gpus: int, log: str) -> int:
 class RayExecutor:
     """Every point as a Ray task; results are handed to ``on_done`` as they finish.
 
-    ``address``: an existing cluster (``"ray://..."`` or ``"host:port"``); ``None`` starts a local
-    instance sized to the machine (``num_cpus``, ``num_gpus``: default all; see
-    :class:`_LocalHead`), stopped by :meth:`close`, at exit, or when this process dies. ``cpus_per_run`` defaults to this process's torch thread count;
-    ``gpus_per_run`` (default :data:`DEFAULT_GPUS_PER_RUN`) applies to runs whose device is CUDA,
-    a CPU run reserves none. ``timeout_s``: give up when no point finishes for that long.
+    ``address``: an existing cluster (``"host:port"``); ``None`` starts a local instance sized to
+    the machine (``num_cpus``, ``num_gpus``: default all; see :class:`_LocalHead`), stopped by
+    :meth:`close`, at exit, or when this process dies. ``cpus_per_run`` defaults to this
+    process's torch thread count; ``gpus_per_run`` (default :data:`DEFAULT_GPUS_PER_RUN`) applies
+    to runs whose device is CUDA, a CPU run reserves none. ``timeout_s``: give up when no point
+    finishes for that long.
     """
 
     name = "ray"
@@ -536,6 +536,4 @@ def _main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(_main())

@@ -43,6 +43,12 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+#: The fingerprint of the code as this process imported it (``code_fingerprint`` reads the files
+#: now). A Ray worker compares it with the key of the points it is sent (executors._ray_task):
+#: a long-lived worker that imported other code must not store its results under this code's key.
+LOADED_CODE_FINGERPRINT = code_fingerprint()
+
+
 def data_fingerprint(data) -> Optional[dict]:
     """Identify a CIFAR dataset by its sizes and a hash of its pixels (cheap: strided sample)."""
     if data is None:
