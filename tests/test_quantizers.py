@@ -168,6 +168,21 @@ def test_batch_init_runs_kmeans_on_first_batch_only():
     assert (q.codebook[:, 0] > 0).all()
 
 
+def test_a_loaded_state_dict_carries_the_initialised_flag():
+    trained = EMAQuantizer(4, 2, kmeans_init="batch")
+    trained.train()(torch.randn(64, 2) + 100.0)
+    fresh = EMAQuantizer(4, 2, kmeans_init="batch")
+    fresh.load_state_dict(trained.state_dict())
+    fresh.train()(torch.randn(64, 2) - 100.0)           # no second K-means on this batch
+    assert (fresh.codebook[:, 0] > 0).all()
+    # and the other way: an uninitialised state makes a "batch" quantizer initialise again
+    again = EMAQuantizer(4, 2, kmeans_init="batch")
+    again.load_state_dict(trained.state_dict())
+    again.load_state_dict(EMAQuantizer(4, 2, kmeans_init="batch").state_dict())
+    again.train()(torch.randn(64, 2) - 100.0)
+    assert (again.codebook[:, 0] < -90).all()
+
+
 def test_simvq_moves_all_tokens_while_ema_unused_tokens_stay():
     torch.manual_seed(0)
     z = torch.randn(64, 4) * 0.1 + 3.0  # all latents near one corner: most tokens unused

@@ -251,6 +251,17 @@ def test_mode_follows_the_environment():
         regression.choose_mode(ref, ref, mode="fuzzy")
 
 
+def test_precision_decides_the_mode_and_older_records_ran_in_float32():
+    ref = seed_record([40.0, 42.0, 44.0])  # a record from before "precision" was recorded
+    assert regression.choose_mode(ref, seed_record([40.0, 42.0, 44.0], env={**ENV, "precision": "float32"}))[0] \
+        == regression.SAME
+    mode, why = regression.choose_mode(ref, seed_record([40.0, 42.0, 44.0], env={**ENV, "precision": "bf16"}))
+    assert mode == regression.CROSS_ENV and "precision 'float32' -> 'bf16'" in why
+    # the executor is recorded for the reader only: Ray and in-process runs are bit-identical
+    assert regression.choose_mode(ref, seed_record([40.0, 42.0, 44.0], env={**ENV, "executor": "ray"}))[0] \
+        == regression.SAME
+
+
 def test_same_environment_is_exact_but_cross_environment_allows_seed_noise():
     ref = seed_record([40.0, 42.0, 44.0])
     # another environment: every seed moved a little (float noise grown by training)

@@ -233,6 +233,10 @@ class EMAQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("embed_sum", init.clone())
         self.register_buffer("initialised", torch.tensor(kmeans_init == "none"))
+        # A host-side copy of the flag: reading the buffer every step (bool(tensor)) would make
+        # the host wait for the device. Kept in step with the buffer here, in init_codebook and
+        # when a state dict is loaded.
+        self._initialised = kmeans_init == "none"
 
     @torch.no_grad()
     def init_codebook(self, vectors: torch.Tensor):
@@ -244,6 +248,11 @@ class EMAQuantizer(nn.Module):
         self.cluster_size.copy_(counts.clamp_min(1.0))
         self.embed_sum.copy_(centres * self.cluster_size[:, None])
         self.initialised.fill_(True)
+        self._initialised = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._initialised = bool(self.initialised)      # once per load, not per step
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         return self.codebook[indices]
@@ -278,7 +287,7 @@ class EMAQuantizer(nn.Module):
             raise ConfigError(f"quantizer expects latents with last dimension token_dim={self.token_dim}, "
                               f"got shape {tuple(z.shape)}")
         flat = z.reshape(-1, self.token_dim)
-        if self.training and not bool(self.initialised):
+        if self.training and not self._initialised:
             if self.kmeans_init == "dataset":
                 raise ConfigError("kmeans_init='dataset' needs init_codebook(encoder outputs of the training set) "
                                   "before training; train.py does this, or use kmeans_init='batch'")

@@ -41,7 +41,11 @@ TOLERANCES: dict[str, tuple[float, float]] = {
 }
 
 # What must be equal for the same-environment comparison (``provenance.environment``).
-ENVIRONMENT_KEYS: tuple[str, ...] = ("device", "cpu", "cpu_capability", "blas", "threads", "torch", "numpy")
+# ("executor" is recorded but not compared: Ray and in-process runs are bit-identical.)
+ENVIRONMENT_KEYS: tuple[str, ...] = ("device", "cpu", "cpu_capability", "blas", "threads", "precision",
+                                     "torch", "numpy")
+# The value of a key that records made before it existed had (they all ran in float32).
+ENVIRONMENT_DEFAULTS: dict[str, str] = {"precision": "float32"}
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,7 @@ def environment_differences(reference: Mapping, new: Mapping) -> list[str]:
         return ["the reference records no environment"]
     if new_env is None:
         return ["the new record has no environment"]
+    ref_env, new_env = ({**ENVIRONMENT_DEFAULTS, **ref_env}, {**ENVIRONMENT_DEFAULTS, **new_env})
     return [f"{k} {ref_env.get(k)!r} -> {new_env.get(k)!r}" for k in ENVIRONMENT_KEYS
             if ref_env.get(k) != new_env.get(k)]
 

@@ -155,6 +155,16 @@ def environment(device: Any = None) -> dict[str, Any]:
     if torch is not None:
         env.update(_torch_numerics(torch))
     env.update({k: v for k, v in versions().items() if k in ("torch", "numpy")})
+    # How the runs were executed: the encoder/decoder precision changes the numbers (bf16, tf32);
+    # the executor does not (Ray tasks are bit-identical to in-process runs), it is recorded for
+    # the reader. Both come from the environment `vqpaper run/book` sets for the notebook.
+    env["precision"] = os.environ.get("VQPAPER_PRECISION", "").strip() or "float32"
+    try:
+        from .executors import resolve_name  # imports only `errors`: no cycle
+
+        env["executor"] = resolve_name()
+    except Exception:  # noqa: BLE001 - a description, never a failure
+        env["executor"] = os.environ.get("VQPAPER_EXECUTOR", "") or "unknown"
     return env
 
 
@@ -278,7 +288,7 @@ def provenance_rows(notebook: str | None = None, directory=None) -> list[dict[st
             "commit": _short_commit(str(prov.get("commit", ""))),
             "environment": "; ".join([str(prov.get("device", ""))]
                                      + [f"{k} {v}" for k, v in prov.get("environment", {}).items()
-                                        if k in ("cpu", "cpu_capability", "blas", "threads")]
+                                        if k in ("cpu", "cpu_capability", "blas", "threads", "precision", "executor")]
                                      + [f"{k} {v}" for k, v in versions.items()]),
             "wall time (s)": prov.get("wall_time_s"),
             "created (UTC)": str(prov.get("created", "")).replace("+00:00", ""),
