@@ -1,4 +1,5 @@
 """One typed dataclass per notebook: its fields are the parameters cell, its kinds the checks."""
+import os
 import ast
 from dataclasses import fields
 
@@ -64,3 +65,17 @@ def test_one_checker_per_kind_names_parameter_value_and_what_is_allowed(notebook
 def test_list_parameters_accept_papermill_text_and_none_means_the_profile():
     cfg = config.notebook_config(NB04, "ci", cifar_seeds="[1, 2]", epochs=None)
     assert cfg.cifar_seeds == [1, 2] and cfg.epochs == config.PRESETS[NB04]["ci"].epochs
+
+
+def test_importing_vqpaper_makes_openmp_threads_sleep_unless_the_user_chose():
+    """With VQPAPER_THREADS > 1 on a busy machine, spinning OpenMP waits made a run 20x slower."""
+    import subprocess
+    import sys
+
+    code = "import os, vqpaper, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
