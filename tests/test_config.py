@@ -1,6 +1,6 @@
 """One typed dataclass per notebook: its fields are the parameters cell, its kinds the checks."""
-import os
 import ast
+import os
 from dataclasses import fields
 
 import jupytext

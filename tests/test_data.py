@@ -172,17 +172,6 @@ def test_load_real_subset_from_env_var(cifar_subset_path, monkeypatch, no_downlo
     assert no_download == []
 
 
-def test_data_variance_is_variance_of_scaled_pixels(cifar_subset_path):
-    cifar = load_cifar10(cifar_subset_path)
-    expected = np.var(cifar.x_train / 255.0)
-    assert cifar.data_variance == pytest.approx(expected, rel=1e-9)
-    assert cifar.data_variance == pytest.approx(cifar_to_tensor(cifar.x_train).double().var(unbiased=False).item(), rel=1e-6)
-    assert 0.03 < cifar.data_variance < 0.1  # natural images: roughly 0.06
-
-
-# --------------------------------------------------------------------------- subset()
-
-
 def test_subset_is_seeded_stratified_and_described(tmp_path):
     y_train = np.repeat(np.arange(10), [5, 10, 15, 20, 25, 30, 35, 40, 45, 75])  # 300, unbalanced
     y_test = balanced_labels(100, 0)

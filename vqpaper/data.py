@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from vqpaper import cifar_manifest, paths
-from vqpaper.errors import ConfigError, DataFormatError, DataNotFoundError
+from vqpaper.errors import ConfigError, DataFormatError, DataNotFoundError, check_positive_int
 
 __all__ = [
     "ENV_VAR",
@@ -73,15 +73,6 @@ _HOW_TO_PROVIDE = (
 # --------------------------------------------------------------------------- synthetic data
 
 
-def _check_int(name, value, minimum, maximum=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name}={value!r} is not allowed: expected an integer >= {minimum}")
-    if value < minimum or (maximum is not None and value > maximum):
-        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ConfigError(f"{name}={value!r} is not allowed: expected an integer {allowed}")
-    return int(value)
-
-
 def make_clusters(n_per_cluster=1000, dim=2, n_clusters=10, cluster_std=0.5, seed=0):
     """Gaussian clusters (``make_blobs``) standardised per feature, as in the paper's §5.2.
 
@@ -90,10 +81,10 @@ def make_clusters(n_per_cluster=1000, dim=2, n_clusters=10, cluster_std=0.5, see
     from sklearn.datasets import make_blobs
     from sklearn.preprocessing import StandardScaler
 
-    n_per_cluster = _check_int("n_per_cluster", n_per_cluster, 1)
-    dim = _check_int("dim", dim, 1)
-    n_clusters = _check_int("n_clusters", n_clusters, 1)
-    seed = _check_int("seed", seed, 0, 2**32 - 1)  # numpy RandomState's range
+    n_per_cluster = check_positive_int("n_per_cluster", n_per_cluster)
+    dim = check_positive_int("dim", dim)
+    n_clusters = check_positive_int("n_clusters", n_clusters)
+    seed = check_positive_int("seed", seed, maximum=2**32 - 1, minimum=0)  # numpy RandomState's range
     if (
         isinstance(cluster_std, bool)
         or not isinstance(cluster_std, numbers.Real)
@@ -136,22 +127,11 @@ class CifarData:
     def n_test(self) -> int:
         return int(len(self.x_test))
 
-    @property
-    def data_variance(self) -> float:
-        """Variance of the training pixels scaled to [0, 1] (sonnet's normaliser for the MSE)."""
-        # A histogram of the 256 grey levels gives the exact variance without a float copy of
-        # the whole training set (50,000 images would need 1.2 GB in float64).
-        counts = np.bincount(np.asarray(self.x_train, dtype=np.uint8).ravel(), minlength=256)
-        levels = np.arange(256, dtype=np.float64) / 255.0
-        total = counts.sum()
-        mean = (counts * levels).sum() / total
-        return float((counts * (levels - mean) ** 2).sum() / total)
-
     def subset(self, n_train=None, n_test=None, seed=0) -> "CifarData":
         """A seeded, class-stratified subset (``None`` keeps a split whole); order is preserved."""
-        seed = _check_int("seed", seed, 0)
-        n_train = self.n_train if n_train is None else _check_int("n_train", n_train, 1, self.n_train)
-        n_test = self.n_test if n_test is None else _check_int("n_test", n_test, 1, self.n_test)
+        seed = check_positive_int("seed", seed, minimum=0)
+        n_train = self.n_train if n_train is None else check_positive_int("n_train", n_train, maximum=self.n_train)
+        n_test = self.n_test if n_test is None else check_positive_int("n_test", n_test, maximum=self.n_test)
         # Separate streams, so that changing n_test leaves the training subset unchanged.
         train_idx = _stratified_indices(self.y_train, n_train, np.random.default_rng([seed, 0]))
         test_idx = _stratified_indices(self.y_test, n_test, np.random.default_rng([seed, 1]))
