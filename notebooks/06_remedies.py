@@ -165,11 +165,12 @@ ex.summary_frame(narrow_table, ["dim", "remedy"], NARROW_METRICS)
 #
 # The conv VQ-VAE of {doc}`03_tokens_collapse_cifar10` with every recipe. The loader looks in the
 # `cifar10` parameter, then in `VQPAPER_CIFAR10`, then downloads with torchvision; it never
-# switches silently to other data. Codes used and perplexity are counted over the training
+# switches silently to other data. At `ci` it takes the images of the `ci` manifest, as 03-05 do,
+# wherever they come from. Codes used and perplexity are counted over the training
 # images, the MSE over the test images.
 
 # %%
-data = vqpaper.data.load_cifar10(cfg.cifar10)
+data = vqpaper.data.load_cifar10(cfg.cifar10, subset="ci" if cfg.profile == "ci" else None)
 cifar_runs = ex.remedy_runs(base["cifar"], cfg.remedies, data, desc="CIFAR-10 runs")
 cifar_table = ex.remedy_rows(cifar_runs, keys=("codebook_size", "seed"))
 CIFAR_METRICS = ["codes_used", "usage", "perplexity", "test_mse"]

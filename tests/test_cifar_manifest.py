@@ -253,3 +253,14 @@ def test_tampered_shared_npz_fails_naming_split_and_position(cifar_subset_path, 
     np.savez(tmp_path / "cifar10-subset.npz", **arrays)
     with pytest.raises(DataFormatError, match="train image at position 4000: pixels differ"):
         load_cifar10(tmp_path / "cifar10-subset.npz", subset="ci")
+
+
+def test_every_notebook_loads_the_ci_subset_at_ci():
+    """A notebook that loads CIFAR-10 must take the manifest's images at `ci`, whatever the source."""
+    from conftest import REPO
+
+    calls = [(nb.name, line.strip()) for nb in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+             for line in nb.read_text().splitlines() if "load_cifar10(" in line]
+    assert len(calls) >= 4, calls  # 03, 04, 05, 06
+    for name, line in calls:
+        assert 'subset="ci" if cfg.profile == "ci" else None' in line, f"{name}: {line}"
