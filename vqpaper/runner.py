@@ -112,8 +112,6 @@ def kernel_env(extra: dict[str, str] | None = None) -> None:
     """
     if "inline" not in os.environ.get("MPLBACKEND", "inline"):
         del os.environ["MPLBACKEND"]
-    # sleeping OpenMP waits also for a kernel that imports torch before vqpaper (see vqpaper/__init__)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.update(extra or {})
 
 
