@@ -223,7 +223,7 @@ def test_two_sweeps_at_once_on_one_instance_leave_complete_entries(ray_executor,
     script = tmp_path / "driver.py"
     script.write_text(TWO.format(tiny=TINY))
     env = dict(os.environ, VQPAPER_CACHE=str(cache), VQPAPER_BUILD=str(tmp_path / "build"),
-               VQPAPER_EXECUTOR="ray", RAY_ADDRESS=ray_executor.gcs_address, RAY_AUTH_MODE="token")
+               VQPAPER_EXECUTOR="ray", RAY_ADDRESS=ray_executor.gcs_address, **ray_executor.auth_env)
     env.pop("VQPAPER_NO_CACHE", None)
     other = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path, stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -302,3 +302,44 @@ def test_book_instance_passes_the_choice_to_the_kernels_without_starting_ray_nee
     with pytest.raises(ConfigError, match="gpus_per_run"):
         with executors.book_instance("ray", "10.0.0.1:6379", gpus_per_run=3.5):
             pass
+
+
+EMPTY_HOME = """
+import sys
+from vqpaper import executors, sweeps
+from vqpaper.config import SyntheticRun, set_threads
+
+set_threads(1)
+ex = executors.RayExecutor(num_cpus=1, timeout_s=120)
+try:
+    out = sweeps.sweep([SyntheticRun(seed=0, **{tiny})], use_cache=False, progress=False, executor=ex)
+    print("ok", out[0].metrics["perplexity"])
+finally:
+    ex.close()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_local_ray_instance_starts_on_a_machine_that_never_ran_ray(tmp_path):
+    """HOME empty (no ~/.ray/auth_token, as on a new machine): the instance starts with its own token,
+    and nothing is written to HOME's .ray either (issue 20: `ray start` does not create a missing token)."""
+    pytest.importorskip("ray")
+    home = tmp_path / "home"
+    home.mkdir()
+    script = tmp_path / "empty_home.py"
+    script.write_text(EMPTY_HOME.format(tiny=TINY))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), VQPAPER_BUILD=str(tmp_path / "build"))
+    proc = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=220)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert not (home / ".ray" / "auth_token").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_point_asking_for_more_cpus_than_the_cluster_has_is_refused_at_once(ray_executor, monkeypatch):
+    monkeypatch.setattr(ray_executor, "cpus_per_run", 64)
+    with pytest.raises(executors.ExecutorError, match="num_cpus=64 but the Ray cluster has 2 CPU"):
+        sweeps.sweep([SyntheticRun(seed=0, **TINY)], use_cache=False, progress=False, executor=ray_executor)

@@ -131,6 +131,7 @@ class _LocalHead:
     START_TIMEOUT_S = 180
 
     def __init__(self, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None):
+        import secrets
         import select
         import subprocess
         import tempfile
@@ -140,8 +141,13 @@ class _LocalHead:
 
             num_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         self.log = Path(tempfile.gettempdir()) / f"vqpaper-ray-{os.getpid()}-{id(self):x}.log"
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # we start our own
-        env["RAY_AUTH_MODE"] = "token"
+        #: What a process needs to join this instance: token authentication with a token of its own,
+        #: made here and handed over in the environment (never read from or written to ~/.ray, so
+        #: a machine that never ran Ray starts it as well as one that did; `ray start` does not
+        #: create a missing ~/.ray/auth_token).
+        self.auth_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+        env.update(self.auth_env)  # we start our own
         cmd = [sys.executable, "-m", "vqpaper.executors", "supervise", "--num-cpus", str(num_cpus or os.cpu_count()),
                "--num-gpus", str(num_gpus), "--log", str(self.log)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -170,21 +176,23 @@ class _LocalHead:
                 stream.close()
 
 
-def _use_token_auth() -> None:
-    """Make this driver send the token of ``~/.ray/auth_token`` (``RAY_AUTH_MODE=token``).
+def _use_token_auth(auth_env: dict) -> None:
+    """Make this driver send the token of the instance it started (``_LocalHead.auth_env``).
 
-    ``ray start`` protects a new instance with that token, and Ray enables it by itself only
-    for an instance it finds without an address. Ray reads the mode when imported, so once
-    ``ray`` is imported the environment variable alone is not enough: Ray's own helper (private
-    in ray 2.60, which constraints.txt pins) refreshes it. Our notebook kernels get the variable
-    before they import Ray (``book_instance``).
+    Ray reads the authentication mode and token when imported, so once ``ray`` is imported
+    the environment variables alone are not enough: Ray's own helpers (private in ray 2.60,
+    which constraints.txt pins) refresh them. Our notebook kernels get the variables before
+    they import Ray (``book_instance``).
     """
-    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    os.environ.update(auth_env)
     try:
         from ray._private.authentication.authentication_token_setup import _enable_token_auth
-    except ImportError:  # another Ray version: the variable, read at import, has to do
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:  # another Ray version: the variables, read at import, have to do
         return
     _enable_token_auth()
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _session_pids(sid: int) -> list:
@@ -310,7 +318,7 @@ class RayExecutor:
                 if address is None:
                     self._head = _LocalHead(self.num_cpus, self.num_gpus)
                     address = self._head.address
-                    _use_token_auth()
+                    _use_token_auth(self._head.auth_env)
                 ray.init(address=address, **common)
             except Exception as exc:  # ConnectionError, TimeoutError, RuntimeError from ray.init
                 self.close()
@@ -321,6 +329,12 @@ class RayExecutor:
             atexit.register(self.close)
         self._ray = ray
         return ray
+
+    @property
+    def auth_env(self) -> dict:
+        """The environment another process needs to join the local instance we started ({} for a cluster)."""
+        self.start()
+        return dict(self._head.auth_env) if self._head is not None else {}
 
     @property
     def gcs_address(self) -> str:
@@ -354,6 +368,18 @@ class RayExecutor:
         return {"num_cpus": self.cpus_per_run if self.cpus_per_run is not None else threads,
                 "num_gpus": self.gpus_per_run if on_gpu else 0}
 
+    @staticmethod
+    def _check_feasible(ray, options: Sequence[dict]) -> None:
+        """A task asking for more CPUs or GPUs than the whole cluster has would wait for ever: say so now."""
+        total = ray.cluster_resources()
+        for what, key in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
+            need = max((o[what] for o in options), default=0)
+            if need > total.get(key, 0):
+                raise ExecutorError(f"each sweep point asks for {what}={need:g} but the Ray cluster has "
+                                    f"{total.get(key, 0):g} {key} in all, so it would never start; set "
+                                    f"--cpus-per-run/--gpus-per-run (VQPAPER_CPUS_PER_RUN, VQPAPER_GPUS_PER_RUN) "
+                                    f"or VQPAPER_THREADS to at most that")
+
     def run(self, tasks: Sequence[Task], data, precision: str, on_done: OnDone) -> None:
         if not tasks:
             return
@@ -361,6 +387,7 @@ class RayExecutor:
         from .sweeps import code_fingerprint
 
         threads, fingerprint = _threads(), code_fingerprint()
+        self._check_feasible(ray, [self._options(cfg, threads) for _, cfg, _ in tasks])
         remote = ray.remote(_ray_task)
         data_ref = self._data_ref(data) if any(_needs_data(cfg) for _, cfg, _ in tasks) else None
         pending = {}
@@ -515,7 +542,7 @@ def book_instance(name: Optional[str], address: Optional[str], *, cpus_per_run=N
     executor = RayExecutor()
     try:
         env["RAY_ADDRESS"] = executor.gcs_address
-        env["RAY_AUTH_MODE"] = "token"
+        env.update(executor.auth_env)
         yield env
     finally:
         executor.close()
