@@ -1,10 +1,13 @@
-"""The book's Sphinx extension: ``{vqpaper-provenance}`` and two fixes of the stock theme.
+"""The book's Sphinx extension: ``{vqpaper-provenance}``, launch buttons that point somewhere,
+and two fixes of the stock theme.
 
 ``_config.yml`` loads this module as a local Sphinx extension so that ``book/provenance.md``
 can show a table of every recorded figure at build time, read from ``_build/results/*.json``.
 Kept apart from ``vqpaper.book`` (what notebooks call): nothing here runs in a notebook.
 """
 from __future__ import annotations
+
+from . import paths, publish
 
 
 def _provenance_directive():
@@ -96,8 +99,20 @@ def _clean_page_context(app, pagename, templatename, context, doctree):
         scripts[:] = unique
 
 
+def _launch_repository(app, config):
+    """Launch buttons with a repository, or none: for a book built by ``jupyter-book`` itself from
+    the committed ``_config.yml`` (its URL is empty), as ``vqpaper.publish`` decides for the build."""
+    from sphinx.util import logging  # Sphinx comes with the book extra only
+
+    options, message = publish.launch_theme_options(config.html_theme_options or {}, paths.ROOT)
+    if message is not None:
+        config.html_theme_options = options
+        logging.getLogger(__name__).info(message)
+
+
 def setup(app):  # pragma: no cover - exercised by the book build
-    """Sphinx entry point: registers ``{vqpaper-provenance}``."""
+    """Sphinx entry point: registers ``{vqpaper-provenance}`` and the launch-button repository."""
     app.add_directive("vqpaper-provenance", _provenance_directive())
+    app.connect("config-inited", _launch_repository)
     app.connect("html-page-context", _clean_page_context)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
