@@ -7,7 +7,7 @@ Kept apart from ``vqpaper.book`` (what notebooks call): nothing here runs in a n
 """
 from __future__ import annotations
 
-from . import paths, publish
+from . import publish
 
 
 def _provenance_directive():
@@ -101,10 +101,11 @@ def _clean_page_context(app, pagename, templatename, context, doctree):
 
 def _launch_repository(app, config):
     """Launch buttons with a repository, or none: for a book built by ``jupyter-book`` itself from
-    the committed ``_config.yml`` (its URL is empty), as ``vqpaper.publish`` decides for the build."""
+    the committed ``_config.yml`` (its URL is empty), as ``vqpaper.publish`` decides for the build;
+    the repository is the git checkout holding the book's folder."""
     from sphinx.util import logging  # Sphinx comes with the book extra only
 
-    options, message = publish.launch_theme_options(config.html_theme_options or {}, paths.ROOT)
+    options, message = publish.launch_theme_options(config.html_theme_options or {}, app.srcdir)
     if message is not None:
         config.html_theme_options = options
         logging.getLogger(__name__).info(message)
