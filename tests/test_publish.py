@@ -117,11 +117,16 @@ def _step_references(job: dict) -> set:
 
 
 def test_every_step_output_read_comes_from_a_step_of_the_job():
-    for path in _workflow_files():
-        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
-            ids = {step["id"] for step in job.get("steps", []) if "id" in step}
-            missing = _step_references(job) - ids
-            assert not missing, f"{path.name}: job {name} reads steps.{sorted(missing)} but has steps {sorted(ids)}"
+    jobs = [(f"{path.name}: job {name}", job) for path in _workflow_files()
+            for name, job in yaml.safe_load(path.read_text())["jobs"].items()]
+    for path in _action_files():  # a composite action: its outputs read its own steps
+        action = yaml.safe_load(path.read_text())
+        jobs.append((str(path.relative_to(REPO)), {"steps": action["runs"]["steps"], "outputs": action.get("outputs")}))
+    for where, job in jobs:
+        ids = {step["id"] for step in job.get("steps", []) if "id" in step}
+        missing = _step_references(job) - ids
+        assert not missing, f"{where} reads steps.{sorted(missing)} but has steps {sorted(ids)}"
+    assert _step_references({"if": "${{ steps.nope.outputs.x }}"}) == {"nope"}  # the check itself can fail
 
 
 def _steps(path: Path, job: str) -> list[dict]:
