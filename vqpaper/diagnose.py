@@ -289,11 +289,11 @@ def diagnose(embeddings, indices, codebook, data=None, labels=None, reconstructi
     m["dead_tokens"] = int((counts == 0).sum())
     m["dead_tokens_near_origin"] = M.dead_tokens_near_origin(cb, idx)
     m["quantization_error"] = M.quantization_error(z, cb, idx)
-    m["participation_ratio"] = float(M.participation_ratio_normalised(z)) if z.shape[0] > 1 else float("nan")
+    m["participation_ratio"] = float(M.participation_ratio(z)) if z.shape[0] > 1 else float("nan")
     if x is not None and x.shape[0] > 1:
-        m["data_participation_ratio"] = float(M.participation_ratio_normalised(x))
-        pr_x = M.participation_ratio(x)
-        m["pr_vs_data"] = float(M.participation_ratio(z) / pr_x) if pr_x > 0 else float("nan")
+        m["data_participation_ratio"] = float(M.participation_ratio(x))
+        pr_x = M.effective_dimension(x)
+        m["pr_vs_data"] = float(M.effective_dimension(z) / pr_x) if pr_x > 0 else float("nan")
     if y is not None:
         n_clusters = int(y.max()) + 1
         idx2 = idx.reshape(idx.shape[0], -1)

@@ -315,7 +315,7 @@ def run_cifar(cfg: CifarRun, data: CifarData, progress: bool = False, precision:
         "codes_used": int(np.unique(idx_tr_np).size),
         "test_perplexity": M.perplexity(idx_te.cpu().numpy().reshape(-1), cfg.codebook_size),
         # normalised by token_dim, as for the synthetic runs (metrics.collapse_metrics): one meaning per name
-        "participation_ratio": M.participation_ratio_normalised(z_te.reshape(-1, cfg.token_dim).cpu().numpy()),
+        "participation_ratio": M.participation_ratio(z_te.reshape(-1, cfg.token_dim).cpu().numpy()),
         "n_train": int(x_train.shape[0]), "n_test": int(x_test.shape[0]),
     }
     n_show = min(8, x_test.shape[0])
