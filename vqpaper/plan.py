@@ -202,7 +202,7 @@ def planned_runs(profile: str = "paper", notebooks: Optional[Sequence[str]] = No
     n_train_default, n_test_default = CIFAR_IMAGES[profile]
     if data is not None:
         n_train_default, n_test_default = int(data.n_train), int(data.n_test)
-    cache = sweeps._cache_dir(cache_dir)
+    cache = sweeps.cache_folder(cache_dir)
     first: dict = {}
     out = []
     for notebook in (notebooks or list(RUN_LISTS)):
