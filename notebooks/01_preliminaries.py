@@ -44,11 +44,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vqpaper import book, claims, experiments as ex, metrics, plots, quantizers, results
+from vqpaper import book, claims, experiments as ex, metrics, plots, quantizers, results, verdicts
 
-cfg = ex.setup("01_preliminaries", profile, seeds=seeds, dim=dim, token_dim=token_dim,
-               scratch_epochs=scratch_epochs, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
-               n_per_cluster=n_per_cluster, data_seed=data_seed, device=device)
+cfg = ex.setup("01_preliminaries", profile, globals())
 ex.parameters_table(cfg)
 
 # %% [markdown]
@@ -300,7 +298,7 @@ usage_demo.round(3)
 # K-means sees all of them.
 
 # %%
-runs = ex.run_all(ex.encoder_output_configs(cfg), desc="Fig. 2 runs")
+runs = ex.run_sweep(ex.run_list(cfg), "Fig. 2 runs")
 enc = ex.encoder_output_rows(runs)
 coords = ex.encoder_output_coordinates(runs)
 pd.DataFrame(enc).round(3)
@@ -397,7 +395,7 @@ ex.record(cfg, "fig-encoder-outputs",
 # the sentences below are computed from them, not written by hand.
 
 # %%
-families = ex.encoder_output_families(enc, coords, ratio=5)
+families = verdicts.encoder_output_families(enc, coords, ratio=5)
 claims.publish(cfg, families, "fig-encoder-outputs-claims", prefix="pre")
 
 # %% [markdown]

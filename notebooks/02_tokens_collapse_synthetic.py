@@ -49,9 +49,7 @@ device = None           # "auto", "cpu" or "cuda"
 # %%
 from vqpaper import book, claims, experiments as ex, plots, results, verdicts
 
-cfg = ex.setup("02_tokens_collapse_synthetic", profile, seeds=seeds, dims=dims, token_dims=token_dims,
-               scratch_epochs=scratch_epochs, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
-               n_per_cluster=n_per_cluster, data_seed=data_seed, laplace_ablation=laplace_ablation, device=device)
+cfg = ex.setup("02_tokens_collapse_synthetic", profile, globals())
 ex.parameters_table(cfg)
 
 # %% [markdown]
@@ -61,7 +59,8 @@ ex.parameters_table(cfg)
 # the notebook with the same parameters reuses finished runs, and a killed sweep resumes.
 
 # %%
-runs = ex.run_all(ex.synthetic_configs(cfg), desc="synthetic runs")
+run_list = ex.run_list(cfg)
+runs = ex.run_sweep(run_list, "synthetic runs")
 table = ex.rows(runs, keys=("dim", "token_dim", "method", "seed"))
 METRICS = ["perplexity", "usage", "alloc_entropy", "min_tokens_per_cluster", "coverage", "precision", "mse",
            "sliced_wasserstein", "quantization_error"]
@@ -173,7 +172,7 @@ claims.publish(cfg, families, "fig-tokens-collapse-synthetic-claims", "tcs")
 
 # %%
 if cfg.laplace_ablation:
-    laplace_runs = ex.run_all(ex.synthetic_configs(cfg, ema_update="laplace"), desc="synthetic runs, Laplace update")
+    laplace_runs = ex.run_sweep(run_list, "synthetic runs, Laplace update")
     laplace_table = ex.rows(laplace_runs, keys=("dim", "token_dim", "method", "seed"))
     ABLATION_METRICS = ["alloc_entropy", "min_tokens_per_cluster", "coverage", "dead_tokens_near_origin"]
     ex.record(cfg, "fig-tokens-collapse-synthetic-laplace",

@@ -57,13 +57,9 @@ cifar10 = None            # path to an npz file or a torchvision folder, None me
 device = None             # "auto", "cpu" or "cuda"
 
 # %%
-import vqpaper.data
 from vqpaper import book, claims, experiments as ex, plots, results, verdicts
 
-cfg = ex.setup("03_tokens_collapse_cifar10", profile, codebook_sizes=codebook_sizes, token_dim=token_dim,
-               channels=channels, residual_channels=residual_channels, scratch_epochs=scratch_epochs,
-               pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs, train_images=train_images,
-               kmeans_vectors=kmeans_vectors, seeds=seeds, cifar10=cifar10, device=device)
+cfg = ex.setup("03_tokens_collapse_cifar10", profile, globals())
 ex.parameters_table(cfg)
 
 # %% [markdown]
@@ -74,7 +70,7 @@ ex.parameters_table(cfg)
 # data.
 
 # %%
-data = vqpaper.data.load_cifar10(cfg.cifar10, subset="ci" if cfg.profile == "ci" else None)
+data = ex.load_cifar(cfg)
 data.description
 
 # %% [markdown]
@@ -84,8 +80,7 @@ data.description
 # (`vqpaper.sweeps`), so re-executing the notebook reuses finished runs.
 
 # %%
-runs = ex.run_all(ex.cifar_configs(cfg, codebook_sizes=cfg.codebook_sizes, methods=("scratch", "pretrained")),
-                  data, desc="CIFAR-10 runs")
+runs = ex.run_sweep(ex.run_list(cfg), "CIFAR-10 runs", data)
 data_used = book.glue_text("tcc.data", ex.cifar_data_description(data, runs))
 table = ex.rows(runs, keys=("codebook_size", "method", "seed"))
 METRICS = ["test_mse", "test_mse_normalised", "perplexity", "usage", "codes_used", "test_perplexity"]
@@ -107,13 +102,9 @@ ex.record(cfg, "fig-tokens-collapse-cifar10",
                {"data": data_used, "n_train": n_train, "n_test": n_test, "summary": agg})
 book.glue_text("tcc.n_train", f"{n_train:,}")
 book.glue_text("tcc.n_test", f"{n_test:,}")
-for k in cfg.codebook_sizes:
-    for m in ("scratch", "pretrained"):
-        for metric, fmt in (("test_mse", ".4f"), ("test_mse_normalised", ".3f"), ("perplexity", ",.0f"),
-                            ("usage", ".1%"), ("codes_used", ",.0f")):
-            text = book.glue_text(f"tcc.{k}.{m}.{metric}", format(agg[f"{k}/{m}"][metric]["mean"], fmt))
-            if k == max(cfg.codebook_sizes):
-                book.glue_text(f"tcc.largest.{m}.{metric}", text)
+FORMATS = {"test_mse": ".4f", "test_mse_normalised": ".3f", "perplexity": ",.0f", "usage": ".1%", "codes_used": ",.0f"}
+book.glue_means("tcc", agg, FORMATS)
+book.glue_means("tcc.largest", {m: agg[f"{max(cfg.codebook_sizes)}/{m}"] for m in ("scratch", "pretrained")}, FORMATS)
 
 # %% [markdown]
 # ```{glue:figure} fig-tokens-collapse-cifar10

@@ -67,15 +67,9 @@ cifar10 = None               # path to an npz file or a torchvision folder, None
 device = None                # "auto", "cpu" or "cuda"
 
 # %%
-import vqpaper.data
 from vqpaper import book, claims, experiments as ex, plots, results, verdicts
 
-cfg = ex.setup("04_embeddings_collapse", profile, dims=dims, token_dims=token_dims,
-               encoder_hiddens=encoder_hiddens, pretrained_hiddens=pretrained_hiddens, seeds=seeds, epochs=epochs,
-               n_per_cluster=n_per_cluster, data_seed=data_seed, encoder_channels=encoder_channels,
-               cifar_channels=cifar_channels, cifar_residual_channels=cifar_residual_channels,
-               cifar_epochs=cifar_epochs, cifar_codebook_size=cifar_codebook_size, cifar_token_dim=cifar_token_dim,
-               cifar_kmeans_vectors=cifar_kmeans_vectors, cifar_seeds=cifar_seeds, cifar10=cifar10, device=device)
+cfg = ex.setup("04_embeddings_collapse", profile, globals())
 ex.parameters_table(cfg)
 
 # %% [markdown]
@@ -85,10 +79,9 @@ ex.parameters_table(cfg)
 # re-executing the notebook reuses finished runs.
 
 # %%
-runs = ex.run_all(ex.synthetic_configs(cfg, methods=("scratch",), encoder_hiddens=cfg.encoder_hiddens,
-                                       epochs=cfg.epochs), desc="synthetic, scratch")
-pre_runs = ex.run_all(ex.synthetic_configs(cfg, methods=("pretrained",), encoder_hiddens=cfg.pretrained_hiddens,
-                                           epochs=cfg.epochs), desc="synthetic, pretrained")
+run_list = ex.run_list(cfg)
+runs = ex.run_sweep(run_list, "synthetic, scratch")
+pre_runs = ex.run_sweep(run_list, "synthetic, pretrained")
 KEYS = ("dim", "token_dim", "method", "encoder_hidden", "seed")
 table = ex.label_rows(ex.rows(runs, keys=KEYS), "model", "{method}, hidden {encoder_hidden}")
 pre_table = ex.label_rows(ex.rows(pre_runs, keys=KEYS), "model", "{method}, hidden {encoder_hidden}")
@@ -195,13 +188,8 @@ book.glue_table("ec.pretrained.summary", ex.summary_frame(pre_table, ["dim", "en
 # ## Fig. 6: CIFAR-10 with narrower and narrower encoders
 
 # %%
-data = vqpaper.data.load_cifar10(cfg.cifar10, subset="ci" if cfg.profile == "ci" else None)
-cifar_runs = ex.run_all(ex.cifar_configs(ex.with_params(cfg, seeds=cfg.cifar_seeds),
-                                         codebook_sizes=[cfg.cifar_codebook_size], methods=("scratch",),
-                                         encoder_channels=cfg.encoder_channels, token_dim=cfg.cifar_token_dim,
-                                         channels=cfg.cifar_channels, residual_channels=cfg.cifar_residual_channels,
-                                         epochs=cfg.cifar_epochs, kmeans_vectors=cfg.cifar_kmeans_vectors),
-                        data, desc="CIFAR-10 runs")
+data = ex.load_cifar(cfg)
+cifar_runs = ex.run_sweep(run_list, "CIFAR-10 runs", data)
 data_used = book.glue_text("ec.data", ex.cifar_data_description(data, cifar_runs))
 cifar_table = ex.rows(cifar_runs, keys=("encoder_channels", "seed"))
 CIFAR_METRICS = ["test_mse", "test_mse_normalised", "perplexity", "usage", "participation_ratio"]
@@ -219,9 +207,7 @@ widths = sorted(cfg.encoder_channels, reverse=True)
 book.glue_text("ec.cifar.widest", widths[0])
 book.glue_text("ec.cifar.narrowest", widths[-1])
 book.glue_text("ec.cifar.decoder_channels", cfg.cifar_channels)
-for w in widths:
-    book.glue_text(f"ec.cifar.c{w}.test_mse", f"{cifar_agg[str(w)]['test_mse']['mean']:.4f}")
-    book.glue_text(f"ec.cifar.c{w}.test_mse_normalised", f"{cifar_agg[str(w)]['test_mse_normalised']['mean']:.3f}")
+book.glue_means("ec.cifar", {f"c{w}": cifar_agg[str(w)] for w in widths}, {"test_mse": ".4f", "test_mse_normalised": ".3f"})
 book.glue_text("ec.cifar.widest.test_mse", f"{cifar_agg[str(widths[0])]['test_mse']['mean']:.4f}")
 book.glue_text("ec.cifar.narrowest.test_mse", f"{cifar_agg[str(widths[-1])]['test_mse']['mean']:.4f}")
 

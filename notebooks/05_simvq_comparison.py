@@ -73,17 +73,9 @@ cifar10 = None               # path to an npz file or a torchvision folder, None
 device = None                # "auto", "cpu" or "cuda"
 
 # %%
-import vqpaper.data
 from vqpaper import book, claims, experiments as ex, plots, results, verdicts
 
-cfg = ex.setup("05_simvq_comparison", profile, seeds=seeds, dims=dims, token_dims=token_dims,
-               scratch_epochs=scratch_epochs, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
-               encoder_hiddens=encoder_hiddens, n_per_cluster=n_per_cluster, data_seed=data_seed,
-               codebook_sizes=codebook_sizes, token_dim=token_dim, channels=channels,
-               residual_channels=residual_channels, cifar_scratch_epochs=cifar_scratch_epochs,
-               cifar_pretrain_epochs=cifar_pretrain_epochs, cifar_finetune_epochs=cifar_finetune_epochs,
-               cifar_seeds=cifar_seeds, train_images=train_images, kmeans_vectors=kmeans_vectors,
-               cifar10=cifar10, device=device)
+cfg = ex.setup("05_simvq_comparison", profile, globals())
 ex.parameters_table(cfg)
 
 # %% [markdown]
@@ -95,11 +87,10 @@ ex.parameters_table(cfg)
 # recipe of the comparison, the narrow one serves the embeddings-collapse test further down.
 
 # %%
-simvq_runs = ex.run_all(ex.synthetic_configs(cfg, methods=("scratch",), quantizer="simvq",
-                                             encoder_hiddens=cfg.encoder_hiddens), desc="SimVQ synthetic runs")
-simvq_pre_runs = ex.run_all(ex.synthetic_configs(cfg, methods=("pretrained",), quantizer="simvq"),
-                            desc="SimVQ + pretraining synthetic runs")
-ema_runs = ex.run_all(ex.synthetic_configs(cfg), desc="EMA synthetic runs")
+run_list = ex.run_list(cfg)
+simvq_runs = ex.run_sweep(run_list, "SimVQ synthetic runs")
+simvq_pre_runs = ex.run_sweep(run_list, "SimVQ + pretraining synthetic runs")
+ema_runs = ex.run_sweep(run_list, "EMA synthetic runs")
 wide = max(cfg.encoder_hiddens)
 runs = ex.select(simvq_runs, encoder_hidden=wide) + simvq_pre_runs + ema_runs
 RECIPES = {"simvq": dict(quantizer="simvq", method="scratch", encoder_hidden=wide),
@@ -216,15 +207,8 @@ book.glue_table("svq.emb.summary", ex.summary_frame(emb_table, ["dim", "encoder_
 # other data.
 
 # %%
-data = vqpaper.data.load_cifar10(cfg.cifar10, subset="ci" if cfg.profile == "ci" else None)
-cifar_cfg = ex.with_params(cfg, seeds=cfg.cifar_seeds)
-epochs = dict(epochs=cfg.cifar_scratch_epochs, pretrain_epochs=cfg.cifar_pretrain_epochs,
-              finetune_epochs=cfg.cifar_finetune_epochs)
-cifar_runs = ex.run_all(ex.cifar_configs(cifar_cfg, codebook_sizes=cfg.codebook_sizes, methods=("scratch",),
-                                         quantizer="simvq", **epochs)
-                        + ex.cifar_configs(cifar_cfg, codebook_sizes=cfg.codebook_sizes,
-                                           methods=("scratch", "pretrained"), **epochs),
-                        data, desc="CIFAR-10 runs")
+data = ex.load_cifar(cfg)
+cifar_runs = ex.run_sweep(run_list, "CIFAR-10 runs", data)
 n_train, n_test = int(cifar_runs[0].metrics["n_train"]), int(cifar_runs[0].metrics["n_test"])
 used = book.glue_text("svq.cifar.data", ex.cifar_data_description(data, cifar_runs))
 book.glue_text("svq.cifar.n_train", f"{n_train:,}")
@@ -247,11 +231,9 @@ book.figure(fig, "fig-simvq-cifar10")
 cifar_agg = ex.summary(cifar_table, ["codebook_size", "recipe"], CIFAR_METRICS)
 ex.record(cfg, "fig-simvq-cifar10", {"data": used, "n_train": n_train, "n_test": n_test, "summary": cifar_agg}, seeds=cfg.cifar_seeds)
 k_max = max(cfg.codebook_sizes)
-for key, name in NAMES.items():
-    if f"{k_max}/{name}" not in cifar_agg:
-        continue  # SimVQ with pretraining runs on the synthetic data only
-    for metric, fmt in (("codes_used", ",.0f"), ("usage", ".1%"), ("perplexity", ",.1f"), ("test_mse", ".4f")):
-        book.glue_text(f"svq.cifar.largest.{key}.{metric}", format(cifar_agg[f"{k_max}/{name}"][metric]["mean"], fmt))
+book.glue_means("svq.cifar.largest",  # SimVQ with pretraining runs on the synthetic data only
+                {key: cifar_agg[f"{k_max}/{name}"] for key, name in NAMES.items() if f"{k_max}/{name}" in cifar_agg},
+                {"codes_used": ",.0f", "usage": ".1%", "perplexity": ",.1f", "test_mse": ".4f"})
 book.glue_text("svq.cifar.k_max", f"{max(cfg.codebook_sizes):,}")
 
 # %% [markdown]

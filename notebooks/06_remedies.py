@@ -71,19 +71,9 @@ device = None                # "auto", "cpu" or "cuda"
 # %%
 import pandas as pd
 
-import vqpaper
-import vqpaper.data
-from vqpaper import book, claims, experiments as ex, paths, remedies as rem, results
+from vqpaper import book, claims, experiments as ex, paths, plots, recipes, remedies as rem, results, verdicts
 
-cfg = ex.setup("06_remedies", profile, remedies=remedies, dims=dims, token_dims=token_dims, seeds=seeds,
-               scratch_epochs=scratch_epochs, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
-               n_per_cluster=n_per_cluster, data_seed=data_seed, narrow_hidden=narrow_hidden,
-               narrow_dims=narrow_dims, narrow_epochs=narrow_epochs, narrow_n_per_cluster=narrow_n_per_cluster,
-               codebook_sizes=codebook_sizes, token_dim=token_dim, channels=channels,
-               residual_channels=residual_channels, cifar_scratch_epochs=cifar_scratch_epochs,
-               cifar_pretrain_epochs=cifar_pretrain_epochs, cifar_finetune_epochs=cifar_finetune_epochs,
-               cifar_seeds=cifar_seeds, train_images=train_images, kmeans_vectors=kmeans_vectors, cifar10=cifar10,
-               device=device)
+cfg = ex.setup("06_remedies", profile, globals())
 book.glue_text("rem.restart.threshold", str(rem.DEAD_CODE_THRESHOLD))
 ex.parameters_table(cfg)
 
@@ -92,14 +82,14 @@ ex.parameters_table(cfg)
 #
 # Before comparing remedies built on the library with a baseline built on our code, we check
 # that the two EMA-VQs agree where they should. Both start from the same codebook and see the
-# same stream of batches (`remedies.compare_ema_with_library`), once with each of our update
+# same stream of batches (`experiments.compare_ema_with_library`), once with each of our update
 # rules.
 
 # %%
-library_rows = rem.compare_ema_with_library(token_dim=1) + rem.compare_ema_with_library(token_dim=4)
+library_rows = ex.compare_ema_with_library(token_dim=1) + ex.compare_ema_with_library(token_dim=4)
 ex.record(cfg, "fig-remedies-library-ema", {f"{r['token_dim']}d/{r['update']}": r for r in library_rows}, seeds=[0])
-book.glue_text("rem.library.sentence.1d", rem.library_difference_sentence(library_rows[:2]))
-book.glue_text("rem.library.sentence.4d", rem.library_difference_sentence(library_rows[2:]))
+book.glue_text("rem.library.sentence.1d", ex.library_difference_sentence(library_rows[:2]))
+book.glue_text("rem.library.sentence.4d", ex.library_difference_sentence(library_rows[2:]))
 pd.DataFrame(library_rows)
 
 # %% [markdown]
@@ -120,8 +110,8 @@ pd.DataFrame(library_rows)
 # another notebook's run share the run (`vqpaper.sweeps`).
 
 # %%
-base = ex.remedy_base_configs(cfg)  # EMA-VQ from scratch: synthetic, narrow encoder, CIFAR-10
-runs = ex.remedy_runs(base["synthetic"], cfg.remedies, desc="synthetic runs")
+run_list = ex.run_list(cfg)  # every recipe on EMA-VQ from scratch: synthetic, narrow encoder, CIFAR-10
+runs = ex.remedy_runs(run_list, "synthetic runs", cfg.remedies)
 table = ex.remedy_rows(runs, keys=("dim", "seed"))
 METRICS = ["usage", "perplexity", "alloc_entropy", "min_tokens_per_cluster", "coverage", "mse"]
 book.glue_table("rem.tokens.summary", ex.summary_frame(table, ["dim", "remedy"], METRICS))
@@ -135,7 +125,7 @@ book.glue_table("rem.tokens.summary", ex.summary_frame(table, ["dim", "remedy"],
 # {glue:text}`rem.fsq.levels`. The l2-normalised codes live in {glue:text}`rem.l2.dims`.
 
 # %%
-sizes = sorted({runs[rem.BASELINE][0].config["codebook_size"], *cfg.codebook_sizes})
+sizes = sorted({runs[recipes.BASELINE][0].config["codebook_size"], *cfg.codebook_sizes})
 book.glue_text("rem.fsq.levels", "; ".join(f"{' × '.join(map(str, rem.fsq_levels(k)))} for {k:,} codes"
                                            for k in sizes))
 book.glue_text("rem.l2.dims", "; ".join(f"{rem.l2_codebook_dim(t)} dimensions for token dimension {t}"
@@ -155,7 +145,7 @@ ex.summary_frame(table, ["dim", "remedy"], METRICS)
 
 # %%
 book.glue_text("rem.narrow", str(cfg.narrow_hidden))
-narrow_runs = ex.remedy_runs(base["narrow"], cfg.remedies, desc="narrow-encoder runs")
+narrow_runs = ex.remedy_runs(run_list, "narrow-encoder runs", cfg.remedies)
 narrow_table = ex.remedy_rows(narrow_runs, keys=("dim", "seed"))
 NARROW_METRICS = ["participation_ratio", "coverage", "mse", "perplexity"]
 ex.summary_frame(narrow_table, ["dim", "remedy"], NARROW_METRICS)
@@ -170,8 +160,8 @@ ex.summary_frame(narrow_table, ["dim", "remedy"], NARROW_METRICS)
 # images, the MSE over the test images.
 
 # %%
-data = vqpaper.data.load_cifar10(cfg.cifar10, subset="ci" if cfg.profile == "ci" else None)
-cifar_runs = ex.remedy_runs(base["cifar"], cfg.remedies, data, desc="CIFAR-10 runs")
+data = ex.load_cifar(cfg)
+cifar_runs = ex.remedy_runs(run_list, "CIFAR-10 runs", cfg.remedies, data)
 cifar_table = ex.remedy_rows(cifar_runs, keys=("codebook_size", "seed"))
 CIFAR_METRICS = ["codes_used", "usage", "perplexity", "test_mse"]
 all_cifar = [r for rs in cifar_runs.values() for r in rs]
@@ -190,14 +180,14 @@ ex.summary_frame(cifar_table, ["codebook_size", "remedy"], CIFAR_METRICS)
 # have an interval that includes zero, or a single pair.
 
 # %%
-grid = rem.effect_grid({"tokens": runs, "narrow": narrow_runs, "cifar": cifar_runs})
+grid = verdicts.effect_grid({"tokens": runs, "narrow": narrow_runs, "cifar": cifar_runs})
 # recorded: the per-seed numbers the cells are computed from (the regression check compares them
 # statistically across machines; an effect near zero has no stable ratio to compare)
 ex.record(cfg, "fig-remedies-heatmap", {
     "summary": ex.summary(table, ["dim", "remedy"], METRICS),
     "narrow_summary": ex.summary(narrow_table, ["dim", "remedy"], NARROW_METRICS),
     "cifar_summary": ex.summary(cifar_table, ["codebook_size", "remedy"], CIFAR_METRICS)})
-book.figure(rem.plot_remedy_heatmap(grid), "fig-remedies-heatmap")
+book.figure(plots.plot_remedy_heatmap(grid), "fig-remedies-heatmap")
 
 # %% [markdown]
 # ```{glue:figure} fig-remedies-heatmap
@@ -220,13 +210,13 @@ book.figure(rem.plot_remedy_heatmap(grid), "fig-remedies-heatmap")
 # single seed, or when a run's training loss was still falling.
 
 # %%
-families = {collapse: rem.remedy_families(r, collapse)
+families = {collapse: verdicts.remedy_families(r, collapse)
             for collapse, r in (("tokens", runs), ("tokens-cifar", cifar_runs), ("embeddings", narrow_runs))}
 checks_table = claims.publish(cfg, [f for fs in families.values() for f in fs], "fig-remedies-claims", "rem")
-book.glue_table("rem.grid", rem.verdict_grid(families))
+book.glue_table("rem.grid", verdicts.verdict_grid(families))
 for collapse, fs in families.items():
-    book.glue_text(f"rem.which.{collapse}", rem.which_sentence(fs, collapse))
-book.glue_text("rem.library.runs", rem.library_run_sentence(families))
+    book.glue_text(f"rem.which.{collapse}", verdicts.which_sentence(fs, collapse))
+book.glue_text("rem.library.runs", verdicts.library_run_sentence(families))
 
 # %% [markdown]
 # ```{glue} rem.grid
@@ -258,20 +248,14 @@ checks_table
 # vector-quantize-pytorch (dead-code restarts, when that recipe ran) on the highest.
 
 # %%
-def diagnosis(recipe, dim, title):
-    [run] = ex.select(runs[recipe], dim=dim, seed=cfg.seeds[0])
-    a = run.arrays
-    return vqpaper.diagnose(a["Z"], a["indices"], a["codebook"], data=a["X"], labels=a["y"], reconstructions=a["X_hat"],
-                            title=title)
-
-
-DIAGNOSED = {"scratch": (rem.BASELINE, min(cfg.dims)),
-             "pretrained": (rem.pick_recipe(cfg.remedies, ("pretrained",)), min(cfg.dims)),
-             "library": (rem.pick_recipe(cfg.remedies, ("restart", "lib", "rotation", "l2", "fsq")), max(cfg.dims))}
+DIAGNOSED = {"scratch": (recipes.BASELINE, min(cfg.dims)),
+             "pretrained": (recipes.pick_recipe(cfg.remedies, ("pretrained",)), min(cfg.dims)),
+             "library": (recipes.pick_recipe(cfg.remedies, ("restart", "lib", "rotation", "l2", "fsq")), max(cfg.dims))}
 reports = {}
 for name, (recipe, dim) in DIAGNOSED.items():
-    title = f"{dim}-D, {rem.describe(recipe)}"
-    reports[name] = diagnosis(recipe, dim, title)
+    title = f"{dim}-D, {recipes.describe(recipe)}"
+    [run] = ex.select(runs[recipe], dim=dim, seed=cfg.seeds[0])
+    reports[name] = ex.diagnose_run(run, title)
     book.glue_text(f"rem.diag.{name}.title", title)
     book.glue_text(f"rem.diag.{name}.tokens", reports[name].hints[0])
     book.glue_text(f"rem.diag.{name}.embeddings", reports[name].hints[1])

@@ -255,12 +255,30 @@ def test_tampered_shared_npz_fails_naming_split_and_position(cifar_subset_path, 
         load_cifar10(tmp_path / "cifar10-subset.npz", subset="ci")
 
 
-def test_every_notebook_loads_the_ci_subset_at_ci():
-    """A notebook that loads CIFAR-10 must take the manifest's images at `ci`, whatever the source."""
+def test_manifest_command_rewrites_a_manifest_from_its_npz(tiny, capsys):
+    """``python -m vqpaper.data SUBSET.npz NAME`` (the command lives with the loader it reads with)."""
+    path = cifar_manifest.manifest_path("tiny")
+    before = path.read_text()
+    path.unlink()
+    assert data._main([str(tiny["npz"]), "tiny"]) == 0
+    assert path.read_text() == before and f"id {tiny['manifest']['id']}" in capsys.readouterr().out
+    assert data._main([]) == 2 and "usage: python -m vqpaper.data" in capsys.readouterr().err
+
+
+def test_every_notebook_loads_the_ci_subset_at_ci(monkeypatch):
+    """A notebook that loads CIFAR-10 does it through ``experiments.load_cifar``, which takes the
+    manifest's images at `ci`, whatever the source, and every image at `paper`."""
     from conftest import REPO
 
-    calls = [(nb.name, line.strip()) for nb in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
-             for line in nb.read_text().splitlines() if "load_cifar10(" in line]
-    assert len(calls) >= 4, calls  # 03, 04, 05, 06
-    for name, line in calls:
-        assert 'subset="ci" if cfg.profile == "ci" else None' in line, f"{name}: {line}"
+    from vqpaper import config
+    from vqpaper import experiments as ex
+
+    sources = {nb.name: nb.read_text() for nb in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))}
+    loading = [name for name, text in sources.items() if "ex.load_cifar(cfg)" in text]
+    assert len(loading) >= 4, loading  # 03, 04, 05, 06
+    assert not [name for name, text in sources.items() if "load_cifar10(" in text], "a notebook loads on its own"
+    calls = []
+    monkeypatch.setattr(ex, "load_cifar10", lambda location, subset=None: calls.append((location, subset)))
+    for profile in config.PROFILES:
+        ex.load_cifar(config.notebook_config("03_tokens_collapse_cifar10", profile, cifar10="here.npz"))
+    assert calls == [("here.npz", "ci"), ("here.npz", None)]

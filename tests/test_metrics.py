@@ -170,14 +170,14 @@ def test_collapsed_reconstructions_have_low_coverage_high_precision():
 
 def test_participation_ratio_isotropic_and_line():
     iso = rng().normal(size=(20000, 6))
-    assert M.participation_ratio(iso) == pytest.approx(6.0, rel=0.03)
-    assert M.participation_ratio_normalised(iso) == pytest.approx(1.0, rel=0.03)
+    assert M.effective_dimension(iso) == pytest.approx(6.0, rel=0.03)
+    assert M.participation_ratio(iso) == pytest.approx(1.0, rel=0.03)
     line = np.outer(rng().normal(size=500), [1.0, -2.0, 0.5])
-    assert M.participation_ratio(line) == pytest.approx(1.0)
-    assert M.participation_ratio_normalised(line) == pytest.approx(1 / 3)
+    assert M.effective_dimension(line) == pytest.approx(1.0)
+    assert M.participation_ratio(line) == pytest.approx(1 / 3)
     # [N, L, D] is flattened to [N, L*D]
-    assert M.participation_ratio(iso.reshape(-1, 3, 2)) == pytest.approx(M.participation_ratio(iso))
-    assert M.participation_ratio(np.ones((10, 3))) == 0.0
+    assert M.effective_dimension(iso.reshape(-1, 3, 2)) == pytest.approx(M.effective_dimension(iso))
+    assert M.effective_dimension(np.ones((10, 3))) == 0.0
 
 
 def test_class_spread_and_min_spread_ratio():
@@ -243,7 +243,7 @@ def test_torch_and_numpy_inputs_give_identical_results():
         lambda: M.mse(np.zeros((3, 2)), np.zeros((3, 3))),
         lambda: M.sliced_wasserstein(np.zeros((3, 2)), np.zeros((3, 3))),
         lambda: M.precision_coverage(np.zeros((3, 2)), np.zeros((3, 2)), k=5),
-        lambda: M.participation_ratio(np.zeros((1, 3))),
+        lambda: M.effective_dimension(np.zeros((1, 3))),
         lambda: M.quantization_error(np.zeros((4, 2)), np.zeros((8, 3)), np.zeros(4, dtype=int)),
         lambda: M.quantization_error(np.zeros((4, 2)), np.zeros((8, 2)), np.zeros(5, dtype=int)),
         lambda: M.min_spread_ratio(np.zeros((4, 2)), np.zeros((4, 2)), np.array([0, 0, 1, 1])),

@@ -1,7 +1,7 @@
 """The `paper` profile cannot break unseen (issue 12).
 
-Every run configuration the book builds at ``--profile paper`` (vqpaper.plan: the notebooks'
-own config code) is built at full size: channels 128, residual 64, codebook sizes up to 65,536,
+Every run configuration the book builds at ``--profile paper`` (``experiments.run_list``, which
+the notebooks and ``vqpaper plan`` call) is built at full size: channels 128, residual 64, codebook sizes up to 65,536,
 every encoder width, quantizer and recipe. Each distinct shape then trains for one epoch on a
 few dozen images through the path of a real run: config -> sweeps.sweep -> train -> metrics.
 Only the budget is cut (epochs, points, images); the models and codebooks are the paper's.
@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from vqpaper import config, plan, sweeps
+from vqpaper import experiments as ex
 from vqpaper.config import CifarRun, SyntheticRun
 from vqpaper.data import CifarData
 from vqpaper.paths import NOTEBOOKS
@@ -33,17 +34,22 @@ def paper_runs():
     return plan.planned_runs("paper")
 
 
-def test_every_notebook_has_a_run_list():
-    """A notebook added to the book must say which runs it makes, or the plan and this test miss it."""
+def test_every_notebook_has_a_run_list_and_runs_it():
+    """A notebook added to the book must say which runs it makes, or the plan and this test miss it; and
+    it trains exactly that list (the runs the plan counts), so the two cannot drift apart."""
     on_disk = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")}
-    assert set(config.PRESETS) <= set(plan.RUN_LISTS), "add the notebook's run list to vqpaper/plan.RUN_LISTS"
-    assert on_disk <= set(plan.RUN_LISTS), "add the notebook's run list to vqpaper/plan.RUN_LISTS"
+    assert set(config.PRESETS) <= set(ex.RUN_LISTS), "add the notebook's run list to vqpaper/experiments.RUN_LISTS"
+    assert on_disk <= set(ex.RUN_LISTS), "add the notebook's run list to vqpaper/experiments.RUN_LISTS"
+    for path in NOTEBOOKS.glob("[0-9][0-9]_*.py"):
+        source = path.read_text()
+        assert "ex.run_list(cfg)" in source, f"{path.name} does not train its run list"
+        assert "ex.run_all(" not in source, f"{path.name} trains runs of its own making besides its run list"
 
 
 def test_paper_configs_are_built_at_full_size(paper_runs):
     cifar = [r.cfg for r in paper_runs if isinstance(r.cfg, CifarRun)]
     synthetic = [r.cfg for r in paper_runs if isinstance(r.cfg, SyntheticRun)]
-    assert {r.notebook for r in paper_runs} == set(plan.RUN_LISTS)
+    assert {r.notebook for r in paper_runs} == set(ex.RUN_LISTS)
     assert max(c.codebook_size for c in cifar) == 65_536
     assert {c.channels for c in cifar} == {128} and {c.residual_channels for c in cifar} == {64}
     assert {c.encoder_channels for c in cifar} >= {None, 64, 2}
@@ -84,6 +90,7 @@ def _images(n_train, n_test):
                      source="test", description="random images", is_full=False)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_every_paper_shape_trains_through_the_real_path(paper_runs):
     configs = _distinct(r.cfg for r in paper_runs)

@@ -218,7 +218,7 @@ def test_cli_check_without_results_says_what_to_run(tmp_path, capsys):
 # ------------------------------------------------------------ environments and modes
 
 def seed_record(per_seed, env=None, outcome="held", margin=2.0, words="eases"):
-    """A record with one metric over seeds, one verdict and one derived word."""
+    """A record with one metric over seeds, one verdict and one string."""
     mean = float(np.mean(per_seed))
     return {
         "figure_id": "fig-x", "notebook": "02_x", "profile": "ci", "params": {"dims": [2]}, "seeds": [0, 1, 2],
@@ -324,11 +324,11 @@ def test_cross_environment_decided_verdict_must_hold_near_threshold_is_reported(
     assert [m.key for m in compare(ref, same)] == ["values.claims.c1.effect"]
 
 
-def test_cross_environment_derived_words_reported_params_still_exact():
+def test_cross_environment_strings_and_params_are_compared_exactly():
     ref = seed_record([40.0, 42.0, 44.0])
     new = seed_record([40.0, 42.0, 44.0], env=OTHER_ENV, words="does not ease")
     [m] = compare(ref, new)
-    assert m.reason == regression.WORDS_CHANGED and not m.fails
+    assert m.reason == regression.DIFFERS and m.fails
     new["params"]["dims"] = [3]
     assert any(m.key == "params.dims[0]" and m.fails for m in compare(ref, new))
 

@@ -1,15 +1,11 @@
-"""Remedies (notebook 06): the adapters give what the library gives, recipes parse and compose,
-verdicts can come out either way."""
+"""The adapters of vector-quantize-pytorch (notebook 06) give what the library gives."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 from vector_quantize_pytorch import FSQ, VectorQuantize
 
 from vqpaper import remedies as R
-from vqpaper.claims import HELD, INCONCLUSIVE, NOT_HELD
-from vqpaper.config import SyntheticRun
 from vqpaper.errors import ConfigError
 
 torch.set_num_threads(1)
@@ -116,117 +112,3 @@ def test_dataset_kmeans_is_the_library_s_kmeans_on_the_vectors_given_in_its_code
     centres, _ = kmeans(x, 4, 10, use_cosine_sim=name == "vq-lib-l2")
     torch.testing.assert_close(q.vq.codebook, l2norm(centres[0]) if name == "vq-lib-l2" else centres[0])
     q.train()(torch.randn(8, 8))  # initialised: now it trains
-
-
-@pytest.mark.parametrize("name, quantizer, method, kmeans", [
-    ("ema", "ema", "scratch", "dataset"),
-    ("pretrained", "ema", "pretrained", "dataset"),
-    ("batch-kmeans", "ema", "scratch", "batch"),
-    ("simvq", "simvq", "scratch", "dataset"),
-    ("fsq", "fsq", "scratch", "dataset"),
-    ("lib", "vq-lib", "scratch", "dataset"),
-    ("pretrained+restart", "vq-lib-restart", "pretrained", "dataset"),
-    ("l2+restart+batch-kmeans", "vq-lib-restart-l2", "scratch", "batch"),
-])
-def test_recipes_compose_into_run_config_fields(name, quantizer, method, kmeans):
-    r = R.parse_remedy(name)
-    assert (r.quantizer, r.method, r.kmeans_init) == (quantizer, method, kmeans)
-    [cfg] = R.with_remedy([SyntheticRun(dim=2, token_dim=1)], r)
-    assert (cfg.quantizer, cfg.method, cfg.kmeans_init) == (quantizer, method, kmeans)
-
-
-@pytest.mark.parametrize("names, words", [
-    (["restart+warmup"], ["warmup", "allowed"]),
-    (["simvq+fsq"], ["more than one quantizer"]),
-    (["fsq+batch-kmeans"], ["no codebook", "batch-kmeans"]),
-    (["lib+restart"], ["implied", "'restart'"]),
-    (["pretrained+restart", "restart+pretrained"], ["same recipe"]),
-    ("restart", ["list"]),
-    ([""], ["non-empty"]),
-])
-def test_bad_recipes_are_named_with_what_is_allowed(names, words):
-    with pytest.raises(ConfigError) as err:
-        R.parse_remedies(names)
-    for w in words:
-        assert w in str(err.value)
-
-
-def test_every_library_quantizer_is_a_valid_run_config():
-    for name in R.LIBRARY_QUANTIZERS:
-        SyntheticRun(quantizer=name).validate()
-    with pytest.raises(ConfigError, match="quantizer must be one of"):
-        SyntheticRun(quantizer="vq-lib-warmup").validate()
-
-
-def _run(dim, seed, metric_value, falling=False):
-    loss = [1.0 - 0.1 * e for e in range(10)] if falling else [1.0] + [0.1] * 9  # falling: still dropping fast
-    return SimpleNamespace(config={"dim": dim, "seed": seed},
-                           metrics={"perplexity": metric_value, "participation_ratio": metric_value},
-                           history=[{"stage": "scratch", "loss": v} for v in loss])
-
-
-@pytest.mark.parametrize("offsets, falling, outcome", [
-    ([10, 12, 11], False, HELD),         # every seed better in both dims
-    ([-10, -12, -11], False, NOT_HELD),  # every seed worse
-    ([10, -12, 3], False, INCONCLUSIVE),  # mixed
-    ([10, 12, 11], True, INCONCLUSIVE),  # better, but the loss was still falling
-])
-def test_remedy_verdicts_can_come_out_every_way(offsets, falling, outcome):
-    base = [_run(d, s, 20.0 + s) for d in (2, 8) for s in range(3)]
-    mine = [_run(d, s, 20.0 + s + off, falling) for d in (2, 8) for s, off in enumerate(offsets)]
-    [family] = R.remedy_families({"ema": base, "restart": mine}, "tokens")
-    assert family.outcome == outcome and len(family.checks) == 2
-    assert [c.setting for c in family.checks] == ["2-D", "8-D"]
-    grid = R.verdict_grid({"tokens": [family]})
-    assert grid.iloc[0]["tokens collapse, synthetic"] == outcome
-
-
-def test_effect_grid_is_relative_to_the_baseline_and_signed_for_lower_is_better():
-    base = [_run(2, s, 10.0) for s in range(3)]
-    better = [_run(2, s, 15.0 + 0.1 * s) for s in range(3)]
-    for r in base + better:
-        r.metrics["mse"] = r.metrics["perplexity"] / 100
-    grid = R.effect_grid({"tokens": {"ema": base, "restart": better}},
-                         columns=(("tokens", "perplexity", True), ("tokens", "mse", False)))
-    ppl, mse = grid
-    assert ppl["relative"] == pytest.approx(0.51) and ppl["decided"]
-    assert mse["relative"] == pytest.approx(-0.51) and mse["decided"]  # higher MSE: worse
-
-
-def test_our_ema_with_the_laplace_update_is_the_library_s_and_eq5_is_not():
-    rows = {r["update"]: r for r in R.compare_ema_with_library(codebook_size=32, token_dim=4, steps=200)}
-    assert rows["laplace"]["same_token_share"] == 1.0 and rows["laplace"]["max_codebook_gap"] < 1e-4
-    # eq. (5) as written leaves unused tokens in place; the library drags them to the origin
-    assert rows["eq5"]["max_codebook_gap"] > 0.1 and rows["eq5"]["ours_at_origin"] == 0
-
-
-def test_which_sentence_groups_recipes_by_the_computed_outcome():
-    base = [_run(d, s, 20.0 + s) for d in (2, 8) for s in range(3)]
-    better = [_run(d, s, 30.0 + s) for d in (2, 8) for s in range(3)]
-    worse = [_run(d, s, 10.0 + 0.5 * s) for d in (2, 8) for s in range(3)]
-    families = R.remedy_families({"ema": base, "restart": better, "fsq": worse}, "tokens")
-    text = R.which_sentence(families, "tokens")
-    assert text == ("Tokens collapse (synthetic), each recipe against EMA-VQ from scratch: held for dead-code restart; "
-                    "not held for FSQ.")
-
-
-def test_notebook_06_parameters_reject_a_recipe_list_without_the_baseline_or_with_a_bad_recipe():
-    from vqpaper.config import notebook_config
-
-    with pytest.raises(ConfigError, match="must include 'ema'"):
-        notebook_config("06_remedies", "ci", remedies=["restart", "fsq"])
-    with pytest.raises(ConfigError, match="parameter 'remedies': remedies: unknown part"):
-        notebook_config("06_remedies", "ci", remedies="['ema', 'warmup']")  # papermill passes text
-    with pytest.raises(ConfigError, match="'codebook_sizes': 100 is not a power of two"):
-        notebook_config("06_remedies", "ci", codebook_sizes=[100])
-    assert notebook_config("06_remedies", "ci", remedies="['ema', 'restart+batch-kmeans']").remedies == [
-        "ema", "restart+batch-kmeans"]
-
-
-def test_library_run_sentence_quotes_the_lib_recipe_s_verdicts_or_says_it_did_not_run():
-    base = [_run(d, s, 20.0 + s) for d in (2, 8) for s in range(3)]
-    same = [_run(d, s, 20.0 + s + (0.1 if s == 1 else -0.1)) for d in (2, 8) for s in range(3)]
-    families = {"tokens": R.remedy_families({"ema": base, "lib": same, "restart": same}, "tokens")}
-    text = R.library_run_sentence(families)
-    assert text.startswith("On whole training runs") and "tokens collapse (synthetic), inconclusive" in text
-    assert "did not run" in R.library_run_sentence({"tokens": R.remedy_families({"ema": base, "fsq": same}, "tokens")})

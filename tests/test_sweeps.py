@@ -7,7 +7,6 @@ store can be emptied.
 import dataclasses
 import functools
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -120,20 +119,6 @@ def test_code_change_changes_the_key(monkeypatch):
     assert sweeps.run_key(cfg, "run_synthetic") != before
 
 
-@pytest.mark.parametrize("module", sweeps._CODE_MODULES)
-def test_code_fingerprint_follows_the_source(module, tmp_path, monkeypatch):
-    """Editing any module that decides a run's numbers changes the fingerprint (so every key)."""
-    package = Path(sweeps.__file__).parent
-    for name in sweeps._CODE_MODULES:
-        shutil.copyfile(package / name, tmp_path / name)
-    monkeypatch.setattr(sweeps, "__file__", str(tmp_path / "sweeps.py"))
-    before = sweeps.code_fingerprint()
-    assert before == sweeps.code_fingerprint()
-    with open(tmp_path / module, "a") as fh:
-        fh.write("\n# an edit\n")
-    assert sweeps.code_fingerprint() != before
-
-
 # ----------------------------------------------------------------- stored vs fresh
 
 def _assert_same_result(a, b):
@@ -149,14 +134,14 @@ def _assert_same_result(a, b):
 @pytest.mark.parametrize("method", ["scratch", "pretrained"])
 def test_cached_result_equals_fresh_one(method, tmp_path, counting):
     cfg = SyntheticRun(method=method, **TINY)
-    first = sweeps.cached_run(cfg, sweeps.run_synthetic, use_cache=True, cache_dir=tmp_path)
+    [first] = sweeps.sweep([cfg], use_cache=True, cache_dir=tmp_path, progress=False)
     assert len(counting) == 1 and not _was_cached(first)
     assert _entries(tmp_path) == [sweeps.run_key(cfg, "run_synthetic")]
-    again = sweeps.cached_run(cfg, sweeps.run_synthetic, use_cache=True, cache_dir=tmp_path)
+    [again] = sweeps.sweep([cfg], use_cache=True, cache_dir=tmp_path, progress=False)
     assert len(counting) == 1, "the stored run was computed again"
     assert _was_cached(again)
     _assert_same_result(first, again)
-    fresh = sweeps.cached_run(cfg, sweeps.run_synthetic, use_cache=False, cache_dir=tmp_path)
+    [fresh] = sweeps.sweep([cfg], use_cache=False, cache_dir=tmp_path, progress=False)
     assert len(counting) == 2
     assert not _was_cached(fresh)
     _assert_same_result(fresh, again)
@@ -170,8 +155,8 @@ def test_cached_result_equals_fresh_one(method, tmp_path, counting):
 def test_no_cache_env_stores_nothing(tmp_path, monkeypatch, counting):
     monkeypatch.setenv("VQPAPER_NO_CACHE", "1")
     cfg = SyntheticRun(**TINY)
-    sweeps.cached_run(cfg, sweeps.run_synthetic, cache_dir=tmp_path)
-    sweeps.cached_run(cfg, sweeps.run_synthetic, cache_dir=tmp_path)
+    sweeps.sweep([cfg], cache_dir=tmp_path, progress=False)
+    sweeps.sweep([cfg], cache_dir=tmp_path, progress=False)
     assert len(counting) == 2 and _entries(tmp_path) == []
 
 
@@ -276,7 +261,7 @@ def test_clear_cache_empties_the_store(tmp_path, counting):
 
 def test_clean_cache_command_empties_the_store(tmp_path):
     cache = tmp_path / "cache"
-    sweeps.cached_run(SyntheticRun(**TINY), sweeps.run_synthetic, use_cache=True, cache_dir=cache)
+    sweeps.sweep([SyntheticRun(**TINY)], use_cache=True, cache_dir=cache, progress=False)
     assert len(_entries(cache)) == 1
     env = dict(os.environ, VQPAPER_CACHE=str(cache), VQPAPER_BUILD=str(tmp_path / "build"))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.ROOT), env.get("PYTHONPATH")) if p)

@@ -1,4 +1,6 @@
 """Every family of the book can hold and can fail: fed fabricated runs, each goes both ways."""
+from types import SimpleNamespace
+
 import pytest
 
 from vqpaper import claims, verdicts
@@ -137,3 +139,101 @@ def test_simvq_families_go_both_ways(good, expected):
     assert [f.id for f in fams] == ["svq-own-usage", "svq-own-rising", "svq-eases-tokens", "svq-plus-pretraining",
                                     "svq-embeddings-persist"]
     assert set(outcomes(fams).values()) == {expected}, outcomes(fams)
+
+
+def test_a_check_id_is_a_glue_key_made_of_the_setting_s_words():
+    assert verdicts.claim_id("tcs-coverage-K = 4,096") == "tcs-coverage-k4096"
+    [check] = verdicts.paired_checks(synthetic([2], 0.9, 0.5, ["coverage"], {"method": "pretrained"},
+                                               {"method": "scratch"}),
+                                     "coverage", better={"method": "pretrained"}, worse={"method": "scratch"},
+                                     over="dim", values=[2], label="{}-D", claim="{setting}: x", id_prefix="tcs")
+    assert check.id == "tcs-coverage-2-d" and check.outcome == claims.HELD
+
+
+# ------------------------------------------------------------------ 01: Fig. 2
+def _rows(u_peaks, t_peaks, input_peaks=4, u_range=0.3, t_range=6.0):
+    """Per-run and per-coordinate rows for len(u_peaks) // 2 seeds of 2 coordinates."""
+    seeds = len(u_peaks) // 2
+    per_run = [{"seed": s, "encoder": e, "range": r} for s in range(seeds)
+               for e, r in (("untrained", u_range + 0.01 * s), ("trained", t_range + 0.1 * s))]
+    per_coord = [{"seed": i // 2, "encoder": e, "coordinate": i % 2 + 1, "peaks": p, "input peaks": input_peaks}
+                 for e, peaks in (("untrained", u_peaks), ("trained", t_peaks)) for i, p in enumerate(peaks)]
+    return per_run, per_coord
+
+
+def _outcomes(*args, **kwargs):
+    return {f.id: f.outcome for f in verdicts.encoder_output_families(*_rows(*args, **kwargs))}
+
+
+def test_fig2_claims_hold_when_the_data_look_like_the_paper():
+    assert _outcomes([2, 3, 2, 2, 3, 1], [4, 4, 5, 4, 4, 4]) == {
+        "pre-range-narrower": "held", "pre-untrained-fewer-peaks": "held", "pre-trained-peaks-match-input": "held"}
+
+
+def test_fig2_peak_claims_fail_when_the_counts_point_the_other_way():
+    out = _outcomes([5, 5, 6, 5, 5, 6], [2, 2, 1, 2, 3, 2])
+    assert out["pre-untrained-fewer-peaks"] == "not held"      # more peaks than the input
+    assert out["pre-trained-peaks-match-input"] == "not held"  # the trained encoder merged modes
+
+
+def test_fig2_range_claim_fails_when_the_ranges_are_alike():
+    assert _outcomes([2] * 6, [4] * 6, u_range=2.0, t_range=3.0)["pre-range-narrower"] == "not held"
+
+
+def test_fig2_one_seed_decides_nothing_about_the_range():
+    assert _outcomes([2, 2], [4, 4])["pre-range-narrower"] == "inconclusive"
+
+
+# ------------------------------------------------------------------ 06: each recipe against the baseline
+def _remedy_run(dim, seed, metric_value, falling=False):
+    loss = [1.0 - 0.1 * e for e in range(10)] if falling else [1.0] + [0.1] * 9  # falling: still dropping fast
+    return SimpleNamespace(config={"dim": dim, "seed": seed},
+                           metrics={"perplexity": metric_value, "participation_ratio": metric_value},
+                           history=[{"stage": "scratch", "loss": v} for v in loss])
+
+
+@pytest.mark.parametrize("offsets, falling, outcome", [
+    ([10, 12, 11], False, claims.HELD),         # every seed better in both dims
+    ([-10, -12, -11], False, claims.NOT_HELD),  # every seed worse
+    ([10, -12, 3], False, claims.INCONCLUSIVE),  # mixed
+    ([10, 12, 11], True, claims.INCONCLUSIVE),  # better, but the loss was still falling
+])
+def test_remedy_verdicts_can_come_out_every_way(offsets, falling, outcome):
+    base = [_remedy_run(d, s, 20.0 + s) for d in (2, 8) for s in range(3)]
+    mine = [_remedy_run(d, s, 20.0 + s + off, falling) for d in (2, 8) for s, off in enumerate(offsets)]
+    [family] = verdicts.remedy_families({"ema": base, "restart": mine}, "tokens")
+    assert family.outcome == outcome and len(family.checks) == 2
+    assert [c.setting for c in family.checks] == ["2-D", "8-D"]
+    grid = verdicts.verdict_grid({"tokens": [family]})
+    assert grid.iloc[0]["tokens collapse, synthetic"] == outcome
+
+
+def test_effect_grid_is_relative_to_the_baseline_and_signed_for_lower_is_better():
+    base = [_remedy_run(2, s, 10.0) for s in range(3)]
+    better = [_remedy_run(2, s, 15.0 + 0.1 * s) for s in range(3)]
+    for r in base + better:
+        r.metrics["mse"] = r.metrics["perplexity"] / 100
+    grid = verdicts.effect_grid({"tokens": {"ema": base, "restart": better}},
+                         columns=(("tokens", "perplexity", True), ("tokens", "mse", False)))
+    ppl, mse = grid
+    assert ppl["relative"] == pytest.approx(0.51) and ppl["decided"]
+    assert mse["relative"] == pytest.approx(-0.51) and mse["decided"]  # higher MSE: worse
+
+
+def test_which_sentence_groups_recipes_by_the_computed_outcome():
+    base = [_remedy_run(d, s, 20.0 + s) for d in (2, 8) for s in range(3)]
+    better = [_remedy_run(d, s, 30.0 + s) for d in (2, 8) for s in range(3)]
+    worse = [_remedy_run(d, s, 10.0 + 0.5 * s) for d in (2, 8) for s in range(3)]
+    families = verdicts.remedy_families({"ema": base, "restart": better, "fsq": worse}, "tokens")
+    text = verdicts.which_sentence(families, "tokens")
+    assert text == ("Tokens collapse (synthetic), each recipe against EMA-VQ from scratch: held for dead-code restart; "
+                    "not held for FSQ.")
+
+
+def test_library_run_sentence_quotes_the_lib_recipe_s_verdicts_or_says_it_did_not_run():
+    base = [_remedy_run(d, s, 20.0 + s) for d in (2, 8) for s in range(3)]
+    same = [_remedy_run(d, s, 20.0 + s + (0.1 if s == 1 else -0.1)) for d in (2, 8) for s in range(3)]
+    families = {"tokens": verdicts.remedy_families({"ema": base, "lib": same, "restart": same}, "tokens")}
+    text = verdicts.library_run_sentence(families)
+    assert text.startswith("On whole training runs") and "tokens collapse (synthetic), inconclusive" in text
+    assert "did not run" in verdicts.library_run_sentence({"tokens": verdicts.remedy_families({"ema": base, "fsq": same}, "tokens")})

@@ -1,9 +1,11 @@
 """vqpaper: a reproducible companion to *Representation Collapsing Problems in Vector Quantization*.
 
-Modules, one idea each: ``quantizers`` (EMA-VQ, SimVQ, K-means), ``models``, ``train``,
-``data``, ``metrics`` (collapse metrics), ``plots``, ``sweeps`` (cached, resumable runs),
-``claims`` (the paper's claims as checks), ``results``/``regression`` (recorded numbers),
-``book`` (glue), ``config`` (profiles, parameter checks), ``cli``.
+Modules, one idea each, importing only from the floors below them (CONTRACTS.md): ``quantizers``
+(EMA-VQ, SimVQ, K-means), ``remedies`` (vector-quantize-pytorch's quantizers), ``models``, ``data``,
+``metrics`` (collapse metrics), ``config`` (the notebooks' parameters, the one checker), ``train``,
+``sweeps`` (cached, resumable runs), ``claims`` (statistics of a verdict), ``experiments`` (each
+notebook's runs and tables), ``verdicts`` (the paper's claims), ``results``/``regression`` (recorded
+numbers), ``plots``, ``book`` (glue), ``cli``.
 """
 __version__ = "0.1.0"
 

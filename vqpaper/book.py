@@ -4,7 +4,7 @@ Numbers quoted in the prose come from the executed notebooks through myst-nb's
 ``glue`` (SPEC §1), never typed by hand. In a notebook::
 
     from vqpaper import book
-    book.glue_number("tc-synth-2d-perplexity-scratch", 43.2, ".1f")
+    book.glue_text("tc-synth-2d-perplexity-scratch", f"{43.2:.1f}")
     book.figure(fig, "fig-tokens-collapse-synthetic")
 
 and in a markdown cell of the same notebook::
@@ -25,6 +25,7 @@ because myst-nb splits the last ``:`` off as the format::
 """
 from __future__ import annotations
 
+import io
 import re
 from typing import Any, Mapping
 
@@ -35,38 +36,9 @@ def _glue(name: str, value: Any) -> None:
     if not GLUE_KEY.match(name):
         # ":" would be read as a format spec and "::" as a document path by the roles.
         raise ValueError(f"glue key {name!r}: use letters, digits, '-', '_' and '.' only")
-    from myst_nb import glue
+    from myst_nb import glue  # heavy (IPython): only a notebook's kernel glues
 
     glue(name, value, display=False)
-
-
-def _plain(value: Any) -> Any:
-    """numpy/torch scalars -> Python numbers (their repr would not parse in the book)."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    return value
-
-
-def format_value(value: Any, fmt: str | None = None) -> str:
-    """``fmt`` is a format spec (``".3f"``, ``","``) or a template (``"{:.1%}"``)."""
-    value = _plain(value)
-    if fmt is None:
-        return str(value)
-    return fmt.format(value) if "{" in fmt else format(value, fmt)
-
-
-def glue_number(name: str, value: Any, fmt: str | None = None) -> Any:
-    """Glue a number; with ``fmt`` it is stored already formatted (``"0.981"``).
-
-    Without ``fmt`` the page chooses: ``{glue:text}`name:.2f```. Returns the value.
-    """
-    value = _plain(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"glue_number({name!r}): expected a number, got {type(value).__name__}")
-    _glue(name, format_value(value, fmt) if fmt is not None else value)
-    return value
 
 
 def glue_text(name: str, text: Any) -> str:
@@ -76,20 +48,15 @@ def glue_text(name: str, text: Any) -> str:
     return text
 
 
-def glue_numbers(prefix: str, values: Mapping[str, Any], fmt: str | None = None) -> dict[str, Any]:
-    """Glue every number of a (nested) dict as ``prefix.key.subkey``; returns the keys glued."""
-    glued = {}
-    for key, value in values.items():
-        name = f"{prefix}.{key}"
-        if isinstance(value, Mapping):
-            glued.update(glue_numbers(name, value, fmt))
-            continue
-        value = _plain(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            glued[name] = glue_number(name, value, fmt)
-        elif isinstance(value, str):
-            glued[name] = glue_text(name, value)
-    return glued
+def glue_means(prefix: str, summaries: Mapping[str, Mapping[str, Any]], formats: Mapping[str, str]) -> None:
+    """Glue one table of means: ``<prefix>.<group>.<metric>`` for every group and every metric of ``formats``.
+
+    ``summaries``: ``{group: {metric: {"mean": ...}}}`` (``experiments.summary``, whose group labels
+    ``"256/scratch"`` become key parts ``256.scratch``); ``formats``: ``{metric: format spec}``.
+    """
+    for group, summary in summaries.items():
+        for metric, fmt in formats.items():
+            glue_text(f"{prefix}.{group.replace('/', '.')}.{metric}", format(summary[metric]["mean"], fmt))
 
 
 def glue_table(name: str, table: Any) -> Any:
@@ -98,8 +65,8 @@ def glue_table(name: str, table: Any) -> Any:
     Every cell in full (pandas' notebook repr cuts long text with "..."), without the row
     index; a page quoting it gets exactly the columns the notebook computed.
     """
-    import pandas as pd
-    from IPython.display import HTML
+    import pandas as pd  # heavy: only notebooks glue tables
+    from IPython.display import HTML  # heavy, as above
 
     if isinstance(table, pd.DataFrame):
         with pd.option_context("display.max_colwidth", None):
@@ -111,8 +78,6 @@ def glue_table(name: str, table: Any) -> Any:
 
 def figure_png(fig: Any, dpi: float | None = None) -> bytes:
     """The figure as PNG bytes (tight bounding box, like the inline backend)."""
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight",
                 facecolor=fig.get_facecolor())
@@ -128,15 +93,12 @@ def glue_figure(figure_id: str, fig: Any) -> Any:
     pyplot figure would also be shown at the end of the cell, so the page would
     show it twice (once unnumbered).
     """
-    from IPython.display import Image
+    from IPython.display import Image  # heavy: only notebooks glue figures
 
     _glue(figure_id, Image(data=figure_png(fig), format="png"))
-    try:
-        import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only called with a figure, which matplotlib made
 
-        plt.close(fig)
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        pass
+    plt.close(fig)
     return fig
 
 
@@ -147,7 +109,7 @@ def figure(fig: Any, figure_id: str) -> Any:
     ``:name: <figure_id>``), so its caption is prose in the notebook and may paste
     glued numbers.
     """
-    from . import plots  # lazily: only notebooks need matplotlib's styles
+    from . import plots  # heavy (matplotlib, seaborn): claims.publish imports this module without figures
 
     plots.save_figure(fig, figure_id)
     return glue_figure(figure_id, fig)

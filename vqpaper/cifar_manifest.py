@@ -10,13 +10,12 @@ or raises a :class:`~vqpaper.errors.DataFormatError` naming the split, the posit
 differs. :func:`write_manifest` (re)writes a manifest from the subset's arrays;
 :func:`vqpaper.data.write_subset_manifest` from an ``.npz``, also as a command::
 
-    python -m vqpaper.cifar_manifest ../shared/data/cifar10-subset.npz
+    python -m vqpaper.data ../shared/data/cifar10-subset.npz
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -165,12 +164,3 @@ def write_manifest(x_train, y_train, x_test, y_test, name: str = "ci", official_
     path.write_text(json.dumps(manifest, indent=1) + "\n")
     load_manifest.cache_clear()
     return path
-
-
-if __name__ == "__main__":  # a command, so importing vqpaper.data here makes no import cycle
-    if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python -m vqpaper.cifar_manifest SUBSET.npz [NAME]")
-    from vqpaper.data import write_subset_manifest
-
-    written = write_subset_manifest(*sys.argv[1:])
-    print(f"wrote {written} (id {load_manifest(sys.argv[2] if len(sys.argv) == 3 else 'ci')['id']})")

@@ -24,6 +24,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
+from . import book, results
+from .spread import sample_sd
+
 # ------------------------------------------------------------------ the one place
 #: Two-sided confidence of the interval of the mean paired difference.
 CONFIDENCE = 0.95
@@ -43,7 +46,7 @@ OUTCOMES = (HELD, NOT_HELD, INCONCLUSIVE)
 
 def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
     """The two-sided Student t quantile for the mean of ``n`` values (``n - 1`` degrees of freedom)."""
-    from scipy.stats import t
+    from scipy.stats import t  # heavy (2 s to import): only a verdict needs it
 
     return float(t.ppf(0.5 + confidence / 2, n - 1))
 
@@ -54,8 +57,7 @@ def paired_interval(differences: Sequence[float], confidence: float = CONFIDENCE
     mean = math.fsum(differences) / n
     if n < 2:
         return mean, -math.inf, math.inf
-    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
-    half = t_quantile(n, confidence) * sd / math.sqrt(n)
+    half = t_quantile(n, confidence) * sample_sd(differences) / math.sqrt(n)
     return mean, mean - half, mean + half
 
 
@@ -251,7 +253,7 @@ def count(checks: Sequence) -> str:
 
 def table(items: Sequence):
     """Claims, or families of claims, as a DataFrame for display: one row per check."""
-    import pandas as pd
+    import pandas as pd  # heavy: only notebooks show tables
 
     rows = []
     for item in items:
@@ -264,7 +266,7 @@ def table(items: Sequence):
 
 def family_table(families: Sequence[Family]):
     """One row per family: the claim, where the paper makes it, the verdict."""
-    import pandas as pd
+    import pandas as pd  # heavy: only notebooks show tables
 
     return pd.DataFrame([{"claim (paper)": f"{f.paper} ({f.source})", "verdict": f.verdict} for f in families])
 
@@ -275,10 +277,9 @@ def publish(cfg, families: Sequence[Family], figure_id: str, prefix: str):
     Glues ``claim.<family id>`` (the verdict line), ``claim.<family id>.phrase`` (the sentence
     of its outcome), ``claim.<family id>.outcome``, ``claim.<check id>`` for every check,
     ``<prefix>.claims.summary`` (outcomes counted over families, never over checks) and
-    ``<prefix>.claims.table`` (one row per family); records every family under ``figure_id``.
+    ``<prefix>.claims.table`` (one row per family); records every family under ``figure_id``
+    with ``cfg``'s provenance (``config.NotebookParams.provenance``).
     """
-    from . import book, experiments
-
     ids = [f.id for f in families] + [c.id for f in families for c in f.checks]
     if len(set(ids)) != len(ids):  # each is a glue key: a repeat is a book-build warning
         raise ValueError(f"publish: family and check ids must all differ, got {sorted(ids)}")
@@ -290,5 +291,5 @@ def publish(cfg, families: Sequence[Family], figure_id: str, prefix: str):
             book.glue_text(f"claim.{c.id}", c.verdict)
     book.glue_text(f"{prefix}.claims.summary", count(families))
     book.glue_table(f"{prefix}.claims.table", family_table(families))
-    experiments.record(cfg, figure_id, {f.id: f.as_dict() for f in families})
+    results.record(figure_id, {f.id: f.as_dict() for f in families}, **cfg.provenance())
     return table(families)

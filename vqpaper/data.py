@@ -23,6 +23,7 @@ import numbers
 import os
 import pickle
 import socket
+import sys
 import threading
 import urllib.request
 import zipfile
@@ -33,8 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqpaper import cifar_manifest, paths
-from vqpaper.errors import ConfigError, DataFormatError, DataNotFoundError, check_positive_int
+from . import cifar_manifest, paths
+from .errors import ConfigError, DataFormatError, DataNotFoundError, check_positive_int
+from .settings import CIFAR10 as ENV_VAR
+from .settings import settings
 
 __all__ = [
     "ENV_VAR",
@@ -47,7 +50,6 @@ __all__ = [
     "tensor_to_images",
 ]
 
-ENV_VAR = "VQPAPER_CIFAR10"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 BATCHES_FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -78,7 +80,7 @@ def make_clusters(n_per_cluster=1000, dim=2, n_clusters=10, cluster_std=0.5, see
 
     Returns ``X`` float32 ``[n_per_cluster * n_clusters, dim]`` and labels ``y`` int64.
     """
-    from sklearn.datasets import make_blobs
+    from sklearn.datasets import make_blobs  # heavy (1 s): CIFAR-10 runs never need it
     from sklearn.preprocessing import StandardScaler
 
     n_per_cluster = check_positive_int("n_per_cluster", n_per_cluster)
@@ -405,7 +407,7 @@ def _download_torchvision(root: Path) -> None:
     problem = _network_problem()
     if problem is not None:
         raise OSError(f"network unreachable ({problem})")
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10  # heavy, and only for a download
 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_SOCKET_TIMEOUT_S)  # torchvision's urlopen sets none
@@ -429,7 +431,7 @@ def load_cifar10(location=None, download=True, root=None, subset=None, cache_dir
     manifest = None if subset is None else cifar_manifest.load_manifest(subset)
     if location is not None:
         return _load_location(location, "location argument", manifest, cache_dir)
-    env_value = os.environ.get(ENV_VAR, "").strip()
+    env_value = settings().cifar10
     if env_value:
         return _load_location(env_value, f"environment variable {ENV_VAR}", manifest, cache_dir)
 
@@ -564,3 +566,17 @@ def tensor_to_images(t) -> np.ndarray:
         raise DataFormatError(f"tensor_to_images expects [N, C, H, W]; got shape {list(t.shape)}")
     x = ((t + 0.5) * 255.0).round().clamp(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _main(argv) -> int:
+    """``python -m vqpaper.data SUBSET.npz [NAME]``: (re)write the manifest of a subset (default ``ci``)."""
+    if len(argv) not in (1, 2):
+        print("usage: python -m vqpaper.data SUBSET.npz [NAME]", file=sys.stderr)
+        return 2
+    written = write_subset_manifest(*argv)
+    print(f"wrote {written} (id {cifar_manifest.load_manifest(argv[1] if len(argv) == 2 else 'ci')['id']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

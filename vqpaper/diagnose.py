@@ -21,7 +21,8 @@ Array names and shapes (the ``.npz`` of the command line uses the same names):
 
 The hints' thresholds (``THRESHOLDS``) are rules of thumb measured on this book's runs, not
 tests: a hint says where to look, the numbers beside it say how far off the model is.
-This module imports only the standard library at import time, so ``import vqpaper`` stays cheap.
+This module imports only the standard library and two light modules of the package at import time,
+so ``import vqpaper`` stays cheap: numpy, pandas, matplotlib and the metrics are imported when called.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .book import figure_png
 from .errors import ConfigError
 
 #: Rules of thumb behind the hints, measured on the synthetic runs of notebook 06 at short budgets
@@ -75,7 +77,7 @@ MEANINGS = {
 def _array(x, name: str, expected: str):
     import numpy as np
 
-    from . import metrics as M
+    from . import metrics as M  # heavy (scipy, scikit-learn): `import vqpaper` imports this module
 
     if x is None:
         raise ConfigError(f"{name} is missing; expected {expected}")
@@ -159,7 +161,7 @@ class Diagnosis:
         import matplotlib.pyplot as plt
         import numpy as np
 
-        from . import metrics as M
+        from . import metrics as M  # heavy (scipy, scikit-learn): `import vqpaper` imports this module
 
         a = self.arrays
         z, cb, idx = a["embeddings"], a["codebook"], a["indices"]
@@ -223,9 +225,7 @@ class Diagnosis:
 
     def to_html(self, path) -> Path:
         """A self-contained HTML page (the figure as an embedded PNG, no remote resources)."""
-        import matplotlib.pyplot as plt
-
-        from .book import figure_png
+        import matplotlib.pyplot as plt  # heavy: only a report with a figure needs it
 
         fig = self.plot()
         png = base64.b64encode(figure_png(fig, dpi=110)).decode("ascii")
@@ -275,7 +275,7 @@ def diagnose(embeddings, indices, codebook, data=None, labels=None, reconstructi
     """
     import numpy as np
 
-    from . import metrics as M
+    from . import metrics as M  # heavy (scipy, scikit-learn): `import vqpaper` imports this module
 
     z, idx, cb, x, y, xh = _check(embeddings, indices, codebook, data, labels, reconstructions)
     k = cb.shape[0]
@@ -289,11 +289,11 @@ def diagnose(embeddings, indices, codebook, data=None, labels=None, reconstructi
     m["dead_tokens"] = int((counts == 0).sum())
     m["dead_tokens_near_origin"] = M.dead_tokens_near_origin(cb, idx)
     m["quantization_error"] = M.quantization_error(z, cb, idx)
-    m["participation_ratio"] = float(M.participation_ratio_normalised(z)) if z.shape[0] > 1 else float("nan")
+    m["participation_ratio"] = float(M.participation_ratio(z)) if z.shape[0] > 1 else float("nan")
     if x is not None and x.shape[0] > 1:
-        m["data_participation_ratio"] = float(M.participation_ratio_normalised(x))
-        pr_x = M.participation_ratio(x)
-        m["pr_vs_data"] = float(M.participation_ratio(z) / pr_x) if pr_x > 0 else float("nan")
+        m["data_participation_ratio"] = float(M.participation_ratio(x))
+        pr_x = M.effective_dimension(x)
+        m["pr_vs_data"] = float(M.effective_dimension(z) / pr_x) if pr_x > 0 else float("nan")
     if y is not None:
         n_clusters = int(y.max()) + 1
         idx2 = idx.reshape(idx.shape[0], -1)

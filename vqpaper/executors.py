@@ -32,7 +32,10 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from . import fingerprint
+from .config import CifarRun, set_threads
 from .errors import ConfigError, VQPaperError
+from .settings import settings
 
 EXECUTORS = ("auto", "local", "ray")
 #: ``auto`` picks Ray on a machine with at least this many cores (or a GPU). Below it, the
@@ -70,7 +73,7 @@ def _call(runner, cfg, data, precision):
 
 
 class LocalExecutor:
-    """Every point in this process, in the order given (the serial loop of before)."""
+    """Every point in this process, in the order given."""
 
     name = "local"
 
@@ -83,12 +86,10 @@ class LocalExecutor:
 
 
 def _needs_data(cfg) -> bool:
-    from .config import CifarRun
-
     return isinstance(cfg, CifarRun)
 
 
-def _ray_task(runner, cfg, data, precision, threads, fingerprint):
+def _ray_task(runner, cfg, data, precision, threads, code):
     """Body of one Ray task: the run, on the same thread count and code as the submitting process.
 
     Errors come back as values (not Ray's wrapped exceptions), so the caller re-raises the
@@ -96,15 +97,12 @@ def _ray_task(runner, cfg, data, precision, threads, fingerprint):
     """
     import warnings
 
-    from .config import set_threads
-    from .sweeps import LOADED_CODE_FINGERPRINT
-
     try:
-        if LOADED_CODE_FINGERPRINT != fingerprint:
+        if fingerprint.LOADED != code:
             # the result would be stored under the key of other code than the one computing it
             raise ExecutorError(
-                f"a Ray worker runs other vqpaper code (fingerprint {LOADED_CODE_FINGERPRINT}) than the code the "
-                f"sweep's keys were made with ({fingerprint}): the source files changed after the worker started, "
+                f"a Ray worker runs other vqpaper code (fingerprint {fingerprint.LOADED}) than the code the "
+                f"sweep's keys were made with ({code}): the source files changed after the worker started, "
                 f"or its node has another checkout (install this one on every node: pip install -e .). Finished "
                 f"points are stored; start the sweep again (a new Ray job starts new workers)")
         set_threads(threads)
@@ -384,9 +382,7 @@ class RayExecutor:
         if not tasks:
             return
         ray = self.start()
-        from .sweeps import code_fingerprint
-
-        threads, fingerprint = _threads(), code_fingerprint()
+        threads, code = _threads(), fingerprint.code_fingerprint()
         self._check_feasible(ray, [self._options(cfg, threads) for _, cfg, _ in tasks])
         remote = ray.remote(_ray_task)
         data_ref = self._data_ref(data) if any(_needs_data(cfg) for _, cfg, _ in tasks) else None
@@ -394,7 +390,7 @@ class RayExecutor:
         try:
             for index, cfg, runner in tasks:
                 ref = remote.options(**self._options(cfg, threads), max_retries=1).remote(
-                    runner, cfg, data_ref if _needs_data(cfg) else None, precision, threads, fingerprint)
+                    runner, cfg, data_ref if _needs_data(cfg) else None, precision, threads, code)
                 pending[ref] = index
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.timeout_s)
@@ -450,10 +446,10 @@ def _number(text: str, name: str) -> float:
 
 def resolve_name(name: Optional[str] = None, address: Optional[str] = None) -> str:
     """``local`` or ``ray`` for ``name`` (default ``VQPAPER_EXECUTOR``, else ``auto``); see the module doc."""
-    name = check_executor(name or os.environ.get("VQPAPER_EXECUTOR", "").strip() or "auto")
+    name = check_executor(name or settings().executor or "auto")
     if name != "auto":
         return name
-    if address or os.environ.get("RAY_ADDRESS"):
+    if address or settings().ray_address:
         return "ray"
     try:
         import torch
@@ -481,11 +477,12 @@ def default_executor():
     A Ray executor is kept for the process (notebooks run several sweeps; starting Ray for each
     would cost seconds every time) and shut down at exit if it started the instance.
     """
-    address = os.environ.get("RAY_ADDRESS", "").strip() or None
+    env = settings()
+    address = env.ray_address or None
     name = resolve_name(None, address)
     if name == "local":
         return LocalExecutor()
-    key = (address, os.environ.get("VQPAPER_CPUS_PER_RUN"), os.environ.get("VQPAPER_GPUS_PER_RUN"))
+    key = (address, env.cpus_per_run or None, env.gpus_per_run or None)
     if key not in _shared:
         _shared[key] = RayExecutor(address, cpus_per_run=key[1] or None, gpus_per_run=key[2] or None)
     return _shared[key]
@@ -536,7 +533,7 @@ def book_instance(name: Optional[str], address: Optional[str], *, cpus_per_run=N
         env["RAY_ADDRESS"] = address
         yield env
         return
-    if os.environ.get("RAY_ADDRESS"):
+    if settings().ray_address:
         yield env
         return
     executor = RayExecutor()

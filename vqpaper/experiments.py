@@ -1,86 +1,200 @@
-"""The experiments of each notebook, as functions: configs in, runs and tidy rows out.
+"""The experiments of each notebook, as functions: configs in, runs and tidy tables out.
 
-A notebook cell is a call and a sentence (STYLE.md); what the call does lives here.
+A notebook cell is a call and a sentence (STYLE.md); what the call does lives here. Each notebook's
+runs come from one function (:data:`RUN_LISTS`, ``runs_01`` ... ``runs_06``), which the notebook,
+``vqpaper plan`` and the tests all call. The paper's claims about these runs are in
+:mod:`vqpaper.verdicts`.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
+import torch
 
-from .config import CifarRun, NotebookConfig, SyntheticRun, notebook_config, set_threads
+from . import metrics as M
+from . import results
+from .config import (METHODS, CifarRun, CifarSweep, EmbeddingsCollapse, NotebookParams, Preliminaries, Remedies,
+                     SimVQComparison, SyntheticRun, SyntheticSweep, TokensCollapseCifar, TokensCollapseSynthetic,
+                     describe, notebook_config, set_threads)
+from .data import load_cifar10, make_clusters
+from .diagnose import diagnose
+from .errors import ConfigError
+from .executors import resolve_name
+from .models import MLPVQVAE
+from .quantizers import EMA_UPDATES, EMAQuantizer
+from .recipes import parse_remedies, parse_remedy, with_remedy
+from .remedies import Seeded
+from .spread import aggregate, mean_sd_text
 from .sweeps import sweep
 from .train import RunResult
 
 
-def setup(notebook: str, profile: str, **params) -> NotebookConfig:
-    """Check a notebook's parameters (before any training), set torch's threads, start the clock.
+# --------------------------------------------------------------------------------------
+# A notebook's start: its parameters, checked; its data
+# --------------------------------------------------------------------------------------
+def setup(notebook: str, profile: str, namespace: dict) -> NotebookParams:
+    """The notebook's parameters from its ``parameters`` cell, checked before any training.
 
-    ``params`` are the parameters cell's values; ``None`` means "the profile's value".
+    ``namespace`` is the notebook's ``globals()``: exactly the dataclass's parameters are read from
+    it (``None`` means the profile's value), so the cell's names are never listed twice. Also sets
+    torch's threads, starts the clock and names the executor, for the records.
     """
-    cfg = notebook_config(notebook, profile, **params)
-    cfg["threads"] = set_threads()
-    cfg["started"] = time.time()
-    cfg["notebook"] = notebook
-    return cfg
+    names = notebook_config(notebook, profile).parameter_names()
+    missing = [name for name in names if name not in namespace]
+    if missing:
+        raise ConfigError(f"the parameters cell of {notebook} does not define {missing}; it must assign every "
+                          f"parameter of the notebook ({names}), None meaning the profile's value")
+    cfg = notebook_config(notebook, profile, **{name: namespace[name] for name in names})
+    return replace(cfg, threads=set_threads(), started=time.time(), executor=resolve_name())
 
 
-def params_of(cfg: NotebookConfig) -> dict:
-    """The parameters to record with a figure (no clock, no thread count)."""
-    return {k: v for k, v in cfg.items() if k not in ("started", "threads", "notebook")}
-
-
-def parameters_table(cfg: NotebookConfig):
+def parameters_table(cfg: NotebookParams):
     """The notebook's parameters as run: value and meaning, from its dataclass (``config.describe``)."""
-    import pandas as pd
+    import pandas as pd  # heavy: only notebooks show tables
 
-    from .config import describe
-
-    rows = [{"parameter": r["parameter"], "value": cfg[r["parameter"]], "meaning": r["meaning"]}
-            for r in describe(cfg.notebook)]
-    return pd.DataFrame(rows).set_index("parameter")
+    rows_ = [{"parameter": r["parameter"], "value": getattr(cfg, r["parameter"]), "meaning": r["meaning"]}
+             for r in describe(cfg.notebook)]
+    return pd.DataFrame(rows_).set_index("parameter")
 
 
-def synthetic_configs(cfg: NotebookConfig, *, methods: Sequence[str] = ("scratch", "pretrained"),
-                      quantizer: str = "ema", encoder_hiddens: Optional[Iterable[int]] = None,
-                      epochs: Optional[int] = None, ema_update: str = "eq5") -> list[SyntheticRun]:
+def load_cifar(cfg: NotebookParams):
+    """CIFAR-10 from the ``cifar10`` parameter, ``$VQPAPER_CIFAR10`` or a download; at ``ci`` the manifest's images."""
+    return load_cifar10(cfg.cifar10, subset="ci" if cfg.profile == "ci" else None)
+
+
+def record(cfg: NotebookParams, figure_id: str, values, seeds=None):
+    """Record a figure's numbers with this notebook's parameters, profile, clock, device and executor."""
+    return results.record(figure_id, values, **cfg.provenance(seeds))
+
+
+# --------------------------------------------------------------------------------------
+# Run configs
+# --------------------------------------------------------------------------------------
+def synthetic_configs(*, dims: Sequence[int], token_dims: Sequence[int], seeds: Sequence[int], epochs: int,
+                      pretrain_epochs: int, finetune_epochs: int, n_per_cluster: int, data_seed: int, device: str,
+                      methods: Sequence[str] = METHODS, quantizer: str = "ema", encoder_hiddens: Iterable[int] = (32,),
+                      ema_update: str = "eq5") -> list[SyntheticRun]:
     """Every (dim, method, encoder width, seed) run of a synthetic experiment."""
-    hiddens = list(encoder_hiddens) if encoder_hiddens is not None else [32]
-    scratch_epochs = epochs if epochs is not None else cfg.get("scratch_epochs", cfg.get("epochs"))
-    out = []
-    for dim, token_dim in zip(cfg.dims, cfg.token_dims):
-        for method in methods:
-            for hidden in hiddens:
-                for seed in cfg.seeds:
-                    out.append(SyntheticRun(
-                        dim=dim, token_dim=token_dim, encoder_hidden=hidden, quantizer=quantizer, method=method,
-                        epochs=scratch_epochs, pretrain_epochs=cfg.get("pretrain_epochs", max(1, scratch_epochs // 2)),
-                        finetune_epochs=cfg.get("finetune_epochs", max(1, scratch_epochs // 2)),
-                        n_per_cluster=cfg.n_per_cluster, data_seed=cfg.data_seed, seed=seed,
-                        ema_update=ema_update, device=cfg.device).validate())
+    return [SyntheticRun(dim=dim, token_dim=token_dim, encoder_hidden=hidden, quantizer=quantizer, method=method,
+                         epochs=epochs, pretrain_epochs=pretrain_epochs, finetune_epochs=finetune_epochs,
+                         n_per_cluster=n_per_cluster, data_seed=data_seed, seed=seed, ema_update=ema_update,
+                         device=device).validate()
+            for dim, token_dim in zip(dims, token_dims) for method in methods for hidden in encoder_hiddens
+            for seed in seeds]
+
+
+def cifar_configs(*, codebook_sizes: Sequence[int], methods: Sequence[str], seeds: Sequence[int], device: str,
+                  quantizer: str = "ema", encoder_channels: Iterable[Optional[int]] = (None,),
+                  **fields) -> list[CifarRun]:
+    """Every (codebook size, method, encoder width, seed) CIFAR-10 run; ``fields``: other ``CifarRun`` fields."""
+    return [CifarRun(codebook_size=k, method=method, quantizer=quantizer, encoder_channels=width, seed=seed,
+                     device=device, **fields).validate()
+            for k in codebook_sizes for method in methods for width in encoder_channels for seed in seeds]
+
+
+def _synthetic(cfg: SyntheticSweep) -> dict:
+    """The synthetic sweep of notebooks 02, 05 and 06, as ``synthetic_configs`` arguments."""
+    return dict(dims=cfg.dims, token_dims=cfg.token_dims, seeds=cfg.seeds, epochs=cfg.scratch_epochs,
+                pretrain_epochs=cfg.pretrain_epochs, finetune_epochs=cfg.finetune_epochs,
+                n_per_cluster=cfg.n_per_cluster, data_seed=cfg.data_seed, device=cfg.device)
+
+
+def _cifar(cfg: CifarSweep) -> dict:
+    """The CIFAR-10 sweep of notebooks 05 and 06, as ``cifar_configs`` arguments."""
+    return dict(codebook_sizes=cfg.codebook_sizes, seeds=cfg.cifar_seeds, device=cfg.device, token_dim=cfg.token_dim,
+                channels=cfg.channels, residual_channels=cfg.residual_channels, epochs=cfg.cifar_scratch_epochs,
+                pretrain_epochs=cfg.cifar_pretrain_epochs, finetune_epochs=cfg.cifar_finetune_epochs,
+                train_images=cfg.train_images, kmeans_vectors=cfg.kmeans_vectors)
+
+
+# --------------------------------------------------------------------------------------
+# The runs of each notebook: {sweep description: run configs}, in the order it runs them
+# --------------------------------------------------------------------------------------
+def runs_01(cfg: Preliminaries) -> dict:
+    return {"Fig. 2 runs": encoder_output_configs(cfg)}
+
+
+def runs_02(cfg: TokensCollapseSynthetic) -> dict:
+    out = {"synthetic runs": synthetic_configs(**_synthetic(cfg))}
+    if cfg.laplace_ablation:
+        out["synthetic runs, Laplace update"] = synthetic_configs(**_synthetic(cfg), ema_update="laplace")
     return out
 
 
-def cifar_configs(cfg: NotebookConfig, *, codebook_sizes: Sequence[int], methods: Sequence[str],
-                  quantizer: str = "ema", encoder_channels: Optional[Iterable[Optional[int]]] = None,
-                  **overrides) -> list[CifarRun]:
-    """Every (codebook size, method, encoder width, seed) CIFAR-10 run."""
-    widths = list(encoder_channels) if encoder_channels is not None else [None]
-    base = dict(token_dim=cfg.get("token_dim", 32), channels=cfg.get("channels", 128),
-                residual_channels=cfg.get("residual_channels", 64),
-                pretrain_epochs=cfg.get("pretrain_epochs", 150), finetune_epochs=cfg.get("finetune_epochs", 150),
-                epochs=cfg.get("scratch_epochs", 300), train_images=cfg.get("train_images"),
-                kmeans_vectors=cfg.get("kmeans_vectors"), device=cfg.device)
-    base.update(overrides)
-    out = []
-    for k in codebook_sizes:
-        for method in methods:
-            for width in widths:
-                for seed in cfg.get("seeds", [0]):
-                    out.append(CifarRun(codebook_size=k, method=method, quantizer=quantizer,
-                                        encoder_channels=width, seed=seed, **base).validate())
-    return out
+def runs_03(cfg: TokensCollapseCifar) -> dict:
+    return {"CIFAR-10 runs": cifar_configs(
+        codebook_sizes=cfg.codebook_sizes, methods=METHODS, seeds=cfg.seeds, device=cfg.device,
+        token_dim=cfg.token_dim, channels=cfg.channels, residual_channels=cfg.residual_channels,
+        epochs=cfg.scratch_epochs, pretrain_epochs=cfg.pretrain_epochs, finetune_epochs=cfg.finetune_epochs,
+        train_images=cfg.train_images, kmeans_vectors=cfg.kmeans_vectors)}
+
+
+def runs_04(cfg: EmbeddingsCollapse) -> dict:
+    # the pretrained variant splits the synthetic epochs half and half (a scratch run records the same split)
+    half = max(1, cfg.epochs // 2)
+    synthetic = dict(dims=cfg.dims, token_dims=cfg.token_dims, seeds=cfg.seeds, epochs=cfg.epochs,
+                     pretrain_epochs=half, finetune_epochs=half, n_per_cluster=cfg.n_per_cluster,
+                     data_seed=cfg.data_seed, device=cfg.device)
+    return {
+        "synthetic, scratch": synthetic_configs(**synthetic, methods=("scratch",), encoder_hiddens=cfg.encoder_hiddens),
+        "synthetic, pretrained": synthetic_configs(**synthetic, methods=("pretrained",),
+                                                   encoder_hiddens=cfg.pretrained_hiddens),
+        "CIFAR-10 runs": cifar_configs(codebook_sizes=[cfg.cifar_codebook_size], methods=("scratch",),
+                                       seeds=cfg.cifar_seeds, device=cfg.device,
+                                       encoder_channels=cfg.encoder_channels, token_dim=cfg.cifar_token_dim,
+                                       channels=cfg.cifar_channels, residual_channels=cfg.cifar_residual_channels,
+                                       epochs=cfg.cifar_epochs, kmeans_vectors=cfg.cifar_kmeans_vectors),
+    }
+
+
+def runs_05(cfg: SimVQComparison) -> dict:
+    return {
+        "SimVQ synthetic runs": synthetic_configs(**_synthetic(cfg), methods=("scratch",), quantizer="simvq",
+                                                  encoder_hiddens=cfg.encoder_hiddens),
+        "SimVQ + pretraining synthetic runs": synthetic_configs(**_synthetic(cfg), methods=("pretrained",),
+                                                                quantizer="simvq"),
+        "EMA synthetic runs": synthetic_configs(**_synthetic(cfg)),
+        "CIFAR-10 runs": cifar_configs(**_cifar(cfg), methods=("scratch",), quantizer="simvq")
+                         + cifar_configs(**_cifar(cfg), methods=METHODS),
+    }
+
+
+def runs_06(cfg: Remedies) -> dict:
+    """Every recipe applied to 06's base runs (EMA-VQ from scratch), recipe by recipe (:func:`remedy_runs`).
+
+    ``"synthetic runs"``: every data dimension, encoder hidden 32; ``"narrow-encoder runs"``: the
+    narrow encoder on ``narrow_dims``, with its own epochs and points per cluster; ``"CIFAR-10 runs"``:
+    the CIFAR-10 sizes and seeds.
+    """
+    half = max(1, cfg.narrow_epochs // 2)
+    narrow = dict(_synthetic(cfg), dims=cfg.narrow_dims,
+                  token_dims=[t for d, t in zip(cfg.dims, cfg.token_dims) if d in cfg.narrow_dims],
+                  epochs=cfg.narrow_epochs, pretrain_epochs=half, finetune_epochs=half,
+                  n_per_cluster=cfg.narrow_n_per_cluster)
+    base = {"synthetic runs": synthetic_configs(**_synthetic(cfg), methods=("scratch",)),
+            "narrow-encoder runs": synthetic_configs(**narrow, methods=("scratch",),
+                                                     encoder_hiddens=[cfg.narrow_hidden]),
+            "CIFAR-10 runs": cifar_configs(**_cifar(cfg), methods=("scratch",))}
+    return {name: [c for r in parse_remedies(cfg.remedies) for c in with_remedy(configs, r)]
+            for name, configs in base.items()}
+
+
+#: notebook -> its run list (a function of its checked parameters). A notebook added to the book
+#: needs an entry here (tests/test_paper_profile.py fails until it has one).
+RUN_LISTS = {Preliminaries.NOTEBOOK: runs_01, TokensCollapseSynthetic.NOTEBOOK: runs_02,
+             TokensCollapseCifar.NOTEBOOK: runs_03, EmbeddingsCollapse.NOTEBOOK: runs_04,
+             SimVQComparison.NOTEBOOK: runs_05, Remedies.NOTEBOOK: runs_06}
+
+
+def run_list(cfg: NotebookParams) -> dict:
+    """``{sweep description: [run config, ...]}`` of ``cfg``'s notebook, in the order it runs them."""
+    if cfg.notebook not in RUN_LISTS:
+        raise ConfigError(f"no run list for notebook {cfg.notebook!r} in experiments.RUN_LISTS; "
+                          f"known: {sorted(RUN_LISTS)}")
+    return RUN_LISTS[cfg.notebook](cfg)
 
 
 def run_all(configs, data=None, desc="runs") -> list[RunResult]:
@@ -88,12 +202,36 @@ def run_all(configs, data=None, desc="runs") -> list[RunResult]:
     return sweep(configs, data, desc=desc)
 
 
+def run_sweep(runs: dict, name: str, data=None) -> list[RunResult]:
+    """Run (or load) the sweep ``name`` of a notebook's :func:`run_list`."""
+    return run_all(runs[name], data, desc=name)
+
+
+def remedy_runs(runs: dict, name: str, remedies: Sequence[str], data=None) -> dict:
+    """``{recipe: runs}`` of the sweep ``name`` of :func:`runs_06`: run (or load) it, split by recipe.
+
+    Recipes that share a config (say the baseline and a run of notebook 02) share the run.
+    """
+    flat = run_sweep(runs, name, data)
+    per = len(flat) // len(remedies)
+    return {r: flat[i * per:(i + 1) * per] for i, r in enumerate(remedies)}
+
+
+# --------------------------------------------------------------------------------------
+# Tidy tables: one row per run
+# --------------------------------------------------------------------------------------
+def _config_value(run: RunResult, key: str):
+    if key not in run.config:
+        raise ConfigError(f"runs have no config key {key!r}; they have {sorted(run.config)}")
+    return run.config[key]
+
+
 def rows(results: Sequence[RunResult], keys: Sequence[str] = ("dim", "method", "quantizer", "seed"),
          label: Optional[dict] = None) -> list[dict]:
     """Tidy rows (one per run): the chosen config keys plus every scalar metric."""
     out = []
     for r in results:
-        row = {k: r.config.get(k) for k in keys}
+        row = {k: _config_value(r, k) for k in keys}
         row.update({m: v for m, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         row["wall_time_s"] = r.wall_time_s
         if label:
@@ -103,17 +241,25 @@ def rows(results: Sequence[RunResult], keys: Sequence[str] = ("dim", "method", "
 
 
 def select(results: Sequence[RunResult], **where) -> list[RunResult]:
-    """Runs whose config matches every ``key=value`` (ordered by seed)."""
-    sel = [r for r in results if all(r.config.get(k) == v for k, v in where.items())]
-    return sorted(sel, key=lambda r: r.config.get("seed", 0))
+    """Runs whose config matches every ``key=value`` (ordered by seed); an unknown key is an error."""
+    sel = [r for r in results if all(_config_value(r, k) == v for k, v in where.items())]
+    return sorted(sel, key=lambda r: r.config["seed"])
 
 
 def per_seed(results: Sequence[RunResult], metric: str, **where) -> list[float]:
+    """``metric`` of the selected runs, in seed order."""
     return [float(r.metrics[metric]) for r in select(results, **where)]
 
 
+def per_seed_ratio(results: Sequence[RunResult], metric: str, key: str, top, bottom, **where) -> list[float]:
+    """Per seed: ``metric`` at ``key=top`` divided by ``metric`` at ``key=bottom`` (growth along a sweep)."""
+    hi = per_seed(results, metric, **{key: top}, **where)
+    lo = per_seed(results, metric, **{key: bottom}, **where)
+    return [h / l if l else float("nan") for h, l in zip(hi, lo)]
+
+
 def summary(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[str]) -> dict:
-    """Nested ``{group label: {metric: {"mean", "std", "per_seed"}}}`` for recording and glue."""
+    """Nested ``{group label: {metric: spread.aggregate(values)}}`` for recording and glue."""
     groups: dict = {}
     for row in rows_:
         label = "/".join(str(row[b]) for b in by)
@@ -123,31 +269,31 @@ def summary(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[str]) ->
     return {label: {m: aggregate(v) for m, v in g.items()} for label, g in groups.items()}
 
 
-def aggregate(values: Sequence[float]) -> dict:
-    """``{"mean", "std", "per_seed"}`` of one metric over seeds: the book's one aggregation.
-
-    ``std`` is the sample standard deviation (ddof 1), as in the figures' error bars; 0 for a
-    single seed.
-    """
-    v = np.asarray([float(x) for x in values], dtype=np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "per_seed": [float(x) for x in v]}
-
-
 def mean_std_text(values: Sequence[float], fmt: str = ".3g") -> str:
-    """``"0.58 ± 0.03"``: mean ± sample standard deviation over seeds (see :func:`aggregate`)."""
-    a = aggregate(values)
-    return f"{a['mean']:{fmt}} ± {a['std']:.2g}"
+    """``"0.58 ± 0.03"``: mean ± sample standard deviation over seeds (``spread.mean_sd_text``)."""
+    return mean_sd_text(aggregate(values), fmt)
 
 
 def summary_frame(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[str], digits: int = 3):
     """A readable table: one row per group, ``mean ± std`` per metric."""
-    import pandas as pd
+    import pandas as pd  # heavy: only notebooks show tables
 
     s = summary(rows_, by, metrics)
-    return pd.DataFrame([{**dict(zip(by, label.split("/"))),
-                          **{m: f"{d[m]['mean']:.{digits}g} ± {d[m]['std']:.2g}" for m in metrics}}
+    return pd.DataFrame([{**dict(zip(by, label.split("/"))), **{m: mean_sd_text(d[m], f".{digits}g") for m in metrics}}
                          for label, d in s.items()])
+
+
+def label_rows(rows_: Sequence[dict], name: str, template: str) -> list[dict]:
+    """Add ``name = template.format(**row)`` to every row (e.g. ``"scratch, hidden 4"``: one plot hue)."""
+    for row in rows_:
+        row[name] = template.format(**row)
+    return list(rows_)
+
+
+def range_text(values: Sequence) -> str:
+    """``"3"`` when all values agree, else ``"2 to 5"`` (smallest to largest)."""
+    lo, hi = min(values), max(values)
+    return str(lo) if lo == hi else f"{lo} to {hi}"
 
 
 def histogram_panel(result: RunResult, title: str) -> dict:
@@ -164,135 +310,6 @@ def reconstruction_panel(result: RunResult, title: str) -> dict:
     return {"title": title, "X": a["X"], "X_hat": a["X_hat"], "y": a["y"]}
 
 
-# --------------------------------------------------------------------------------------
-# Verdicts: paired checks over settings (claims.Family collects them per sentence of the paper)
-# --------------------------------------------------------------------------------------
-def runs_converged(results: Sequence[RunResult], **where) -> bool:
-    """Whether every selected run's final training loss has flattened (``claims.converged``)."""
-    from .claims import converged
-
-    return all(converged(r.history) for r in select(results, **where))
-
-
-def paired_checks(results: Sequence[RunResult], metric: str, *, better: dict, worse: dict, over: str,
-                  values: Iterable, label: str, claim: str, higher_is_better: bool = True,
-                  id_prefix: str = "", worse_results: Optional[Sequence[RunResult]] = None) -> list:
-    """One ``claims.paired`` check per value of ``over`` (e.g. per dim): ``better`` vs ``worse`` seed by seed.
-
-    ``better``/``worse`` select runs (e.g. ``{"method": "pretrained"}``); ``label`` formats the
-    setting (``"{}-D"``), ``claim`` the statement (``"{setting}: pretraining gives ..."``). A
-    check is inconclusive when any run it compares had not converged. ``worse_results``: take
-    the ``worse`` runs from another list (e.g. another quantizer's runs).
-    """
-    from . import claims
-
-    other = results if worse_results is None else worse_results
-    out = []
-    for value in values:
-        setting = label.format(value)
-        b = select(results, **{over: value}, **better)
-        w = select(other, **{over: value}, **worse)
-        ok = runs_converged(b) and runs_converged(w)
-        out.append(claims.paired(f"{id_prefix}-{metric.replace('_', '-')}-{setting}".lower().replace(" ", "")
-                                 .replace(",", "").replace("=", ""),
-                                 claim.format(setting=setting),
-                                 [float(r.metrics[metric]) for r in b], [float(r.metrics[metric]) for r in w],
-                                 higher_is_better=higher_is_better, converged=ok, setting=setting))
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# 01 preliminaries, Fig. 2: the encoder outputs the tokens are initialised from
-# --------------------------------------------------------------------------------------
-#: Fig. 2's name for the encoder whose outputs a run's K-means initialisation saw.
-ENCODER_OF_METHOD = {"scratch": "untrained", "pretrained": "trained"}
-
-
-def encoder_output_configs(cfg: NotebookConfig) -> list[SyntheticRun]:
-    """Fig. 2 runs, per seed: one ``scratch`` run and one ``pretrained`` run (01_preliminaries).
-
-    Only ``arrays["Z_init"]`` is used (``train._init_codebook``): for the scratch run the
-    untrained encoder's outputs, for the pretrained run the encoder's outputs after
-    autoencoder pretraining. Both are taken before the first VQ step, so the VQ epochs that
-    follow (``scratch_epochs``, ``finetune_epochs``) do not change them.
-    """
-    out = []
-    for seed in cfg.seeds:
-        common = dict(dim=cfg.dim, token_dim=cfg.token_dim, n_per_cluster=cfg.n_per_cluster,
-                      data_seed=cfg.data_seed, seed=seed, device=cfg.device)
-        out.append(SyntheticRun(method="scratch", epochs=cfg.scratch_epochs, **common).validate())
-        out.append(SyntheticRun(method="pretrained", pretrain_epochs=cfg.pretrain_epochs,
-                                finetune_epochs=cfg.finetune_epochs, **common).validate())
-    return out
-
-
-def encoder_output_rows(results: Sequence[RunResult], prominence: float = 0.05) -> list[dict]:
-    """Per run: seed, encoder (untrained / trained), range and KDE peak count of ``Z_init``."""
-    from . import metrics as M
-
-    out = []
-    for r in results:
-        z = r.arrays["Z_init"].reshape(-1)
-        out.append({"seed": r.config["seed"], "encoder": ENCODER_OF_METHOD[r.config["method"]],
-                    "range": float(r.metrics["init_range"]), "min": float(z.min()), "max": float(z.max()),
-                    "peaks": M.count_peaks(z, prominence=prominence)})
-    return out
-
-
-def encoder_output_panel(result: RunResult, title: str) -> dict:
-    """``Z_init`` (all latents, all coordinates) for plots.plot_encoder_outputs."""
-    return {"title": title, "embeddings": result.arrays["Z_init"].reshape(-1)}
-
-
-def untrained_embeddings(cfg: NotebookConfig, seed: int):
-    """The data and the outputs of a freshly initialised encoder (``[N * latents, token_dim]``)."""
-    import torch
-
-    from .data import make_clusters
-    from .models import MLPVQVAE
-
-    X, y = make_clusters(cfg.n_per_cluster, cfg.dim, seed=cfg.data_seed)
-    torch.manual_seed(seed)
-    model = MLPVQVAE(cfg.dim, cfg.token_dim)
-    with torch.no_grad():
-        z = model.encode(torch.from_numpy(X)).reshape(-1, cfg.token_dim)
-    return X, y, z
-
-
-# --------------------------------------------------------------------------------------
-# 03 tokens collapse on CIFAR-10 and 04 embeddings collapse: sweeps and their claims
-# --------------------------------------------------------------------------------------
-def with_params(cfg: NotebookConfig, **changes) -> NotebookConfig:
-    """A copy of ``cfg`` with some values changed (04: the CIFAR runs have their own seeds)."""
-    return NotebookConfig({**cfg, **changes})
-
-
-def label_rows(rows_: Sequence[dict], name: str, template: str) -> list[dict]:
-    """Add ``name = template.format(**row)`` to every row (e.g. ``"scratch, hidden 4"``: one plot hue)."""
-    for row in rows_:
-        row[name] = template.format(**row)
-    return list(rows_)
-
-
-def per_seed_at(results: Sequence[RunResult], metric: str, key: str, values: Iterable, **where) -> list[float]:
-    """``metric`` per seed at each of ``values`` of ``key``, concatenated in that order.
-
-    Two calls that differ only in ``where`` (e.g. the method) line up pair by pair for
-    ``claims.paired``, even over several codebook sizes.
-    """
-    return [v for value in values for v in per_seed(results, metric, **{key: value}, **where)]
-
-
-def per_seed_ratio(results: Sequence[RunResult], metric: str, key: str, top, bottom, **where) -> list[float]:
-    """Per seed: ``metric`` at ``key=top`` divided by ``metric`` at ``key=bottom`` (growth along a sweep)."""
-    hi = per_seed(results, metric, **{key: top}, **where)
-    lo = per_seed(results, metric, **{key: bottom}, **where)
-    return [h / l if l else float("nan") for h, l in zip(hi, lo)]
-
-
-# --------------------------------------------------------------------------------------
-# 05 SimVQ comparison: one name per recipe, and verdict words computed from the claims
-# --------------------------------------------------------------------------------------
 RECIPE_NAMES = {("simvq", "scratch"): "SimVQ", ("simvq", "pretrained"): "SimVQ pretrained",
                 ("ema", "scratch"): "EMA scratch", ("ema", "pretrained"): "EMA pretrained"}
 
@@ -319,17 +336,31 @@ def cifar_data_description(data, results: Sequence[RunResult]) -> str:
     return data.description
 
 
-def record(cfg: NotebookConfig, figure_id: str, values, seeds=None):
-    """Record a figure's numbers with this notebook's parameters, profile, clock and device."""
-    from . import results
+def remedy_rows(runs: dict, keys: Sequence[str] = ("dim", "seed")) -> list[dict]:
+    """:func:`rows` of every recipe's runs plus ``remedy`` (its short label, one plot hue per recipe)."""
+    return [row for name, rs in runs.items() for row in rows(rs, keys, label={"remedy": parse_remedy(name).label})]
 
-    return results.record(figure_id, values, notebook=cfg.notebook, params=params_of(cfg), profile=cfg.profile,
-                          seeds=cfg.seeds if seeds is None else seeds, started=cfg.started, device=cfg.device)
+
+def diagnose_run(run: RunResult, title: str):
+    """``vqpaper.diagnose`` on a synthetic run's arrays: embeddings, tokens, data, labels, reconstructions."""
+    a = run.arrays
+    return diagnose(a["Z"], a["indices"], a["codebook"], data=a["X"], labels=a["y"], reconstructions=a["X_hat"],
+                    title=title)
 
 
 # --------------------------------------------------------------------------------------
-# 01 preliminaries: where unused tokens go (§3) and the claims of Fig. 2 (§6)
+# 01 preliminaries: where unused tokens go (§3), what the tokens are initialised from (Fig. 2)
 # --------------------------------------------------------------------------------------
+def untrained_embeddings(cfg: Preliminaries, seed: int):
+    """The data and the outputs of a freshly initialised encoder (``[N * latents, token_dim]``)."""
+    X, y = make_clusters(cfg.n_per_cluster, cfg.dim, seed=cfg.data_seed)
+    torch.manual_seed(seed)
+    model = MLPVQVAE(cfg.dim, cfg.token_dim)
+    with torch.no_grad():
+        z = model.encode(torch.from_numpy(X)).reshape(-1, cfg.token_dim)
+    return X, y, z
+
+
 def unused_token_positions(used: Sequence[float], unused: Sequence[float], data: tuple[float, float],
                            record_at: Sequence[int], decay: float = 0.9, batch_size: int = 256,
                            seed: int = 0) -> list[dict]:
@@ -342,11 +373,6 @@ def unused_token_positions(used: Sequence[float], unused: Sequence[float], data:
     no closer to it (so that they never win an embedding); a batch that picks one of them is an
     error. Returns one row per update, token and step of ``record_at`` (0 = the start).
     """
-    import torch
-
-    from .errors import ConfigError
-    from .quantizers import EMA_UPDATES, EMAQuantizer
-
     start = [float(t) for t in used] + [float(t) for t in unused]
     low, high = map(float, data)
     out = []
@@ -368,11 +394,37 @@ def unused_token_positions(used: Sequence[float], unused: Sequence[float], data:
     return out
 
 
-def range_text(values: Sequence) -> str:
-    """``"3"`` when all values agree, else ``"2 to 5"`` (smallest to largest)."""
-    lo, hi = min(values), max(values)
-    return str(lo) if lo == hi else f"{lo} to {hi}"
+#: Fig. 2's name for the encoder whose outputs a run's K-means initialisation saw.
+ENCODER_OF_METHOD = {"scratch": "untrained", "pretrained": "trained"}
 
+
+def encoder_output_configs(cfg: Preliminaries) -> list[SyntheticRun]:
+    """Fig. 2 runs, per seed: one ``scratch`` run and one ``pretrained`` run (01_preliminaries).
+
+    Only ``arrays["Z_init"]`` is used (``train._init_codebook``): for the scratch run the
+    untrained encoder's outputs, for the pretrained run the encoder's outputs after
+    autoencoder pretraining. Both are taken before the first VQ step, so the VQ epochs that
+    follow (``scratch_epochs``, ``finetune_epochs``) do not change them.
+    """
+    out = []
+    for seed in cfg.seeds:
+        common = dict(dim=cfg.dim, token_dim=cfg.token_dim, n_per_cluster=cfg.n_per_cluster,
+                      data_seed=cfg.data_seed, seed=seed, device=cfg.device)
+        out.append(SyntheticRun(method="scratch", epochs=cfg.scratch_epochs, **common).validate())
+        out.append(SyntheticRun(method="pretrained", pretrain_epochs=cfg.pretrain_epochs,
+                                finetune_epochs=cfg.finetune_epochs, **common).validate())
+    return out
+
+
+def encoder_output_rows(results: Sequence[RunResult], prominence: float = 0.05) -> list[dict]:
+    """Per run: seed, encoder (untrained / trained), range and KDE peak count of ``Z_init``."""
+    out = []
+    for r in results:
+        z = r.arrays["Z_init"].reshape(-1)
+        out.append({"seed": r.config["seed"], "encoder": ENCODER_OF_METHOD[r.config["method"]],
+                    "range": float(r.metrics["init_range"]), "min": float(z.min()), "max": float(z.max()),
+                    "peaks": M.count_peaks(z, prominence=prominence)})
+    return out
 
 def encoder_output_coordinates(results: Sequence[RunResult], prominence: float = 0.05) -> list[dict]:
     """Per run and coordinate of ``Z_init``: KDE peaks of the encoder outputs and of the input (Fig. 2).
@@ -382,8 +434,6 @@ def encoder_output_coordinates(results: Sequence[RunResult], prominence: float =
     is paired with coordinate ``c`` of the input ``X``: the encoder mixes the input's coordinates,
     so this pairs two 1-D views of the same points, not the same axis (see 01 §6).
     """
-    from . import metrics as M
-
     out = []
     for r in results:
         X = r.arrays["X"]
@@ -394,63 +444,6 @@ def encoder_output_coordinates(results: Sequence[RunResult], prominence: float =
                         "input peaks": M.count_peaks(X[:, c], prominence=prominence),
                         "range": float(np.ptp(z[:, c]))})
     return out
-
-
-def encoder_output_families(per_run: Sequence[dict], per_coordinate: Sequence[dict], ratio: float = 5) -> list:
-    """The claims of Fig. 2 as ``claims.Family``s (01 §6), from :func:`encoder_output_rows` and
-    :func:`encoder_output_coordinates` of the same runs.
-
-    * range: per seed, the trained encoder's outputs span at least ``ratio`` times the range of
-      the untrained encoder's (the paper's "relatively small range", made concrete);
-    * fewer peaks: per seed and coordinate, the untrained encoder's outputs show fewer KDE peaks
-      than the input's same coordinate (Fig. 2 (a));
-    * as many peaks: per seed and coordinate, the trained encoder's outputs show at least as many
-      peaks as the input's (Fig. 2 (b); ``peaks > input - 1``, so "more" passes and "fewer" fails).
-    """
-    from .claims import HELD, INCONCLUSIVE, NOT_HELD, Family, paired
-
-    def pick(rows_, encoder):
-        return sorted((r for r in rows_ if r["encoder"] == encoder), key=lambda r: (r["seed"], r.get("coordinate", 0)))
-
-    u_run, t_run = pick(per_run, "untrained"), pick(per_run, "trained")
-    u_co, t_co = pick(per_coordinate, "untrained"), pick(per_coordinate, "trained")
-    if [r["seed"] for r in u_run] != [r["seed"] for r in t_run] or len(u_co) != len(t_co):
-        raise ValueError("encoder_output_families: need one untrained and one trained run per seed")
-    return [
-        Family("pre-range-narrower", "§3.1.1, Fig. 2 (a)",
-               "the untrained encoder's outputs cluster in a much narrower range than the trained encoder's",
-               [paired("pre-range-ratio", f"per seed: the trained encoder's outputs span at least {ratio:g} "
-                       f"times the range of the untrained encoder's", [r["range"] for r in t_run],
-                       [ratio * r["range"] for r in u_run], setting=f"range ratio ≥ {ratio:g}")],
-               {HELD: f"The untrained encoder's outputs span a range at least {ratio:g} times narrower than the "
-                      f"trained encoder's, as in the paper's Fig. 2.",
-                NOT_HELD: f"The untrained encoder's outputs do not span a range {ratio:g} times narrower than the "
-                          f"trained encoder's here, unlike the paper's Fig. 2.",
-                INCONCLUSIVE: f"Whether the untrained encoder's outputs span a range {ratio:g} times narrower than the "
-                              f"trained encoder's cannot be decided from these seeds."}),
-        Family("pre-untrained-fewer-peaks", "§3.1.1, Fig. 2 (a)",
-               "the untrained encoder's outputs show fewer peaks than the input",
-               [paired("pre-untrained-fewer-peaks-than-input", "per seed and coordinate: the untrained encoder's "
-                       "outputs show fewer KDE peaks than the input's same coordinate", [r["peaks"] for r in u_co],
-                       [r["input peaks"] for r in u_co], higher_is_better=False, setting="seeds × coordinates")],
-               {HELD: "The untrained encoder's outputs show fewer peaks than the input, coordinate by coordinate, "
-                      "as the paper's Fig. 2 (a) says: it merges some of the input's modes.",
-                NOT_HELD: "The untrained encoder's outputs do not show fewer peaks than the input here: the merged "
-                          "modes of the paper's Fig. 2 (a) are not seen in the peak counts.",
-                INCONCLUSIVE: "Whether the untrained encoder's outputs show fewer peaks than the input cannot be "
-                              "decided from these seeds and coordinates (the table of checks gives the interval)."}),
-        Family("pre-trained-peaks-match-input", "§3.1.1, Fig. 2 (b)",
-               "the trained encoder's outputs show as many peaks as the input",
-               [paired("pre-trained-at-least-input-peaks", "per seed and coordinate: the trained encoder's outputs "
-                       "show at least as many KDE peaks as the input's same coordinate", [r["peaks"] for r in t_co],
-                       [r["input peaks"] - 1 for r in t_co], setting="seeds × coordinates")],
-               {HELD: "The trained encoder's outputs show at least as many peaks as the input, coordinate by "
-                      "coordinate, as the paper's Fig. 2 (b) says: pretraining keeps the input's modes apart.",
-                NOT_HELD: "The trained encoder's outputs show fewer peaks than the input here, unlike the paper's "
-                          "Fig. 2 (b).",
-                INCONCLUSIVE: "Whether the trained encoder's outputs show as many peaks as the input cannot be decided "
-                              "from these seeds and coordinates (the table of checks gives the interval)."}),
-    ]
 
 
 def encoder_output_coordinate_panels(results: Sequence[RunResult], per_coordinate: Sequence[dict]) -> list[dict]:
@@ -474,48 +467,66 @@ def encoder_output_coordinate_panels(results: Sequence[RunResult], per_coordinat
 
 
 # --------------------------------------------------------------------------------------
-# 06 remedies: every recipe on the runs of notebooks 02-04 (recipes parsed in vqpaper.remedies)
+# 06: our EMA-VQ against the library's
 # --------------------------------------------------------------------------------------
-def remedy_runs(configs: Sequence, remedies: Sequence[str], data=None, desc: str = "runs") -> dict:
-    """``{recipe: runs}``: the base ``configs`` (EMA-VQ from scratch) with each recipe applied, all run.
+@torch.no_grad()
+def compare_ema_with_library(codebook_size: int = 128, token_dim: int = 1, decay: float = 0.9, steps: int = 200,
+                             batch: int = 512, seed: int = 0) -> list[dict]:
+    """Our ``EMAQuantizer`` and the library's ``VectorQuantize`` from one codebook on one stream of batches.
 
-    One sweep over every recipe's configs (finished runs come from the cache, see
-    :func:`run_all`); recipes that share a config (say the baseline and a run of notebook 02)
-    share the run.
+    Both start from the same tokens, ``L_k = 1`` and ``M_k = t_k``; every step both see the same
+    batch of latents, drawn from two Gaussian modes that only half of the tokens are near (so
+    some tokens go unused). One row per update rule of ours (``quantizers.EMA_UPDATES``):
+    the share of latents given the same token at every step, the largest gap between the two
+    codebooks at the end, and how many tokens each left within 1e-3 of the origin.
     """
-    from .remedies import parse_remedies, with_remedy
+    from vector_quantize_pytorch import VectorQuantize  # heavy, and used by notebook 06 only
 
-    per = {r.name: with_remedy(configs, r) for r in parse_remedies(remedies)}
-    flat = run_all([c for cs in per.values() for c in cs], data, desc=desc)
-    out, start = {}, 0
-    for name, cs in per.items():
-        out[name] = flat[start:start + len(cs)]
-        start += len(cs)
+    g = torch.Generator().manual_seed(seed)
+    start = torch.randn(codebook_size, token_dim, generator=g) * 2.0
+    centres = torch.randn(2, token_dim, generator=g) * 2.0
+    batches = [centres[torch.randint(2, (batch,), generator=g)] + 0.3 * torch.randn(batch, token_dim, generator=g)
+               for _ in range(steps)]
+    out = []
+    for update in EMA_UPDATES:
+        ours = EMAQuantizer(codebook_size, token_dim, decay=decay, kmeans_init="none", update=update).train()
+        ours.codebook.copy_(start)
+        ours.cluster_size.fill_(1.0)
+        ours.embed_sum.copy_(start)
+        with Seeded(seed):
+            lib = VectorQuantize(dim=token_dim, codebook_size=codebook_size, decay=decay, eps=ours.eps,
+                                 kmeans_init=False, rotation_trick=False, threshold_ema_dead_code=0,
+                                 use_cosine_sim=False, commitment_weight=ours.beta, sync_codebook=False).train()
+        lib._codebook.embed.copy_(start[None])
+        lib._codebook.embed_avg.copy_(start[None])
+        lib._codebook.cluster_size.fill_(1.0)
+        same = total = 0
+        for z in batches:
+            _, i_ours, _ = ours(z)
+            _, i_lib, _ = lib(z[None])
+            same += int((i_ours == i_lib[0]).sum())
+            total += z.shape[0]
+        lib_codebook = lib.codebook
+        out.append({"update": update, "same_token_share": same / total,
+                    "max_codebook_gap": float((ours.codebook - lib_codebook).abs().max()),
+                    "ours_at_origin": int((ours.codebook.norm(dim=1) < 1e-3).sum()),
+                    "library_at_origin": int((lib_codebook.norm(dim=1) < 1e-3).sum()),
+                    "steps": steps, "codebook_size": codebook_size, "token_dim": token_dim})
     return out
 
 
-def remedy_rows(runs: dict, keys: Sequence[str] = ("dim", "seed")) -> list[dict]:
-    """:func:`rows` of every recipe's runs plus ``remedy`` (its short label, one plot hue per recipe)."""
-    from .remedies import parse_remedy
-
-    return [row for name, rs in runs.items() for row in rows(rs, keys, label={"remedy": parse_remedy(name).label})]
-
-
-def remedy_base_configs(cfg: NotebookConfig) -> dict:
-    """06's base configs (EMA-VQ from scratch) per sweep, before each recipe is applied (:func:`remedy_runs`).
-
-    ``"synthetic"``: every data dimension, encoder hidden 32; ``"narrow"``: the narrow encoder on
-    ``narrow_dims``, with its own epochs and points per cluster; ``"cifar"``: the CIFAR-10 sizes
-    and seeds. The notebook and ``vqpaper plan`` both build their runs here.
-    """
-    narrow = with_params(cfg, dims=cfg.narrow_dims,
-                         token_dims=[t for d, t in zip(cfg.dims, cfg.token_dims) if d in cfg.narrow_dims],
-                         scratch_epochs=cfg.narrow_epochs, pretrain_epochs=max(1, cfg.narrow_epochs // 2),
-                         finetune_epochs=max(1, cfg.narrow_epochs // 2), n_per_cluster=cfg.narrow_n_per_cluster)
-    return {
-        "synthetic": synthetic_configs(cfg, methods=("scratch",)),
-        "narrow": synthetic_configs(narrow, methods=("scratch",), encoder_hiddens=[cfg.narrow_hidden]),
-        "cifar": cifar_configs(with_params(cfg, seeds=cfg.cifar_seeds), codebook_sizes=cfg.codebook_sizes,
-                               methods=("scratch",), epochs=cfg.cifar_scratch_epochs,
-                               pretrain_epochs=cfg.cifar_pretrain_epochs, finetune_epochs=cfg.cifar_finetune_epochs),
-    }
+def library_difference_sentence(rows: Sequence[dict]) -> str:
+    """What :func:`compare_ema_with_library` measured, as a sentence for the book (computed, not typed)."""
+    by = {r["update"]: r for r in rows}
+    lap, eq5 = by["laplace"], by["eq5"]
+    same = ("every latent" if lap["same_token_share"] == 1.0 else
+            f"{lap['same_token_share']:.2%} of the latents (the same update computed in another order leaves the "
+            f"tokens a float rounding apart, and a latent almost exactly halfway between two tokens can then take "
+            f"either)")
+    return (f"From one codebook of {lap['codebook_size']} tokens of dimension {lap['token_dim']}, over "
+            f"{lap['steps']} batches, our EMA-VQ with the Laplace-smoothed update gave the library's VectorQuantize's "
+            f"token to {same}, and the codebooks ended at most {lap['max_codebook_gap']:.2g} apart; with eq. (5) "
+            f"as the paper writes it (this book's "
+            f"default) {eq5['same_token_share']:.1%} of the choices agreed and the codebooks ended up to "
+            f"{eq5['max_codebook_gap']:.3g} apart, because the library drags every unused token towards the origin "
+            f"({eq5['library_at_origin']} tokens ended there, against {eq5['ours_at_origin']} of ours).")

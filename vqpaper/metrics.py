@@ -45,8 +45,8 @@ __all__ = [
     "mse",
     "sliced_wasserstein",
     "precision_coverage",
+    "effective_dimension",
     "participation_ratio",
-    "participation_ratio_normalised",
     "class_spread",
     "spread_ratios",
     "min_spread_ratio",
@@ -403,8 +403,8 @@ def _embedding_rows(Z, name="Z"):
     return arr.reshape(arr.shape[0], -1)
 
 
-def participation_ratio(Z):
-    """Effective dimension of the embeddings: (sum λ)^2 / sum λ^2.
+def effective_dimension(Z):
+    """Effective dimension of the embeddings: (sum λ)^2 / sum λ^2 (the raw participation ratio).
 
     λ are the eigenvalues of the covariance of Z ``[N, d]`` (``[N, L, D]`` is flattened to
     ``[N, L*D]``, one row per data point). Between 1 (all variance along one direction) and
@@ -422,9 +422,11 @@ def participation_ratio(Z):
     return float(total**2 / float((lam**2).sum()))
 
 
-def participation_ratio_normalised(Z):
-    """:func:`participation_ratio` / d, in (0, 1] (0 only when Z has no variance)."""
-    return participation_ratio(Z) / _embedding_rows(Z).shape[1]
+def participation_ratio(Z):
+    """The participation ratio of the embeddings: :func:`effective_dimension` / d, in (0, 1] (0 only when
+    Z has no variance). 1: the variance is spread over all d directions. Every recorded
+    ``participation_ratio`` is this one."""
+    return effective_dimension(Z) / _embedding_rows(Z).shape[1]
 
 
 def _rows_and_labels(Z, labels, name="Z"):
@@ -598,7 +600,7 @@ def collapse_metrics(X, y, Z, indices, codebook, X_hat, codebook_size=None, n_cl
         rows = np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
     out["sliced_wasserstein"] = sliced_wasserstein(xh[rows], x[rows], seed=seed)
     out.update(precision_coverage(x[rows], xh[rows], k=k))
-    out["participation_ratio"] = float(participation_ratio_normalised(z))
+    out["participation_ratio"] = float(participation_ratio(z))
     out["quantization_error"] = quantization_error(z, cb, idx)
     out["distinct_code_tuples"] = distinct_code_tuples(idx.reshape(n, -1))
     out["dead_tokens_near_origin"] = dead_tokens_near_origin(cb, idx)

@@ -2,11 +2,9 @@
 
     vqpaper plan --profile paper [--gpus N]
 
-1. **Runs.** For each notebook, the run configs it builds, from the same code the notebook
-   calls (``config.notebook_config`` + ``experiments.synthetic_configs`` / ``cifar_configs`` /
-   ``remedies.with_remedy``; :data:`RUN_LISTS` mirrors each notebook's ``run_all`` calls). A
-   run that two notebooks share (same cache key) is counted once; a run already in the cache
-   is listed but costs nothing.
+1. **Runs.** For each notebook, the run configs it builds: ``experiments.run_list``, the one
+   function the notebook calls too. A run that two notebooks share (same cache key) is counted
+   once; a run already in the cache is listed but costs nothing.
 2. **Steps.** Synthetic: ``n_per_cluster x n_clusters`` points; CIFAR-10: the training images
    the profile implies (paper: all 50,000; ci: the 5,085-image subset, or ``train_images``),
    without loading the data. ``ceil(n / batch_size)`` steps per epoch.
@@ -33,13 +31,21 @@ percent; book/reproduce.md says how the numbers it quotes were obtained.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import time
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
-from .config import CifarRun, SyntheticRun, notebook_config
+import torch
+
+from . import experiments as ex
+from . import sweeps
+from .config import CifarRun, SyntheticRun, notebook_config, resolve_device
+from .models import ConvVQVAE
+from .quantizers import nearest_token
+from .train import _new_quantizer, _train_stage, run_synthetic  # two privates: train.py has no public step to time
 
 #: Training and test images of CIFAR-10 as each profile implies them (data.FULL_COUNTS; the ci
 #: subset's counts are in vqpaper/manifests/cifar10-ci.json).
@@ -49,104 +55,11 @@ LATENTS_PER_IMAGE = 64
 
 
 # --------------------------------------------------------------------------------------
-# 1. The runs of each notebook (mirrors its run_all / remedy_runs calls)
+# 1. The runs of each notebook: experiments.run_list, which the notebook itself calls
 # --------------------------------------------------------------------------------------
-def _runs_01(cfg):
-    from . import experiments as ex
-
-    return [("Fig. 2 runs", ex.encoder_output_configs(cfg))]
-
-
-def _runs_02(cfg):
-    from . import experiments as ex
-
-    out = [("synthetic runs", ex.synthetic_configs(cfg))]
-    if cfg.laplace_ablation:
-        out.append(("synthetic runs, Laplace update", ex.synthetic_configs(cfg, ema_update="laplace")))
-    return out
-
-
-def _runs_03(cfg):
-    from . import experiments as ex
-
-    return [("CIFAR-10 runs", ex.cifar_configs(cfg, codebook_sizes=cfg.codebook_sizes,
-                                               methods=("scratch", "pretrained")))]
-
-
-def _runs_04(cfg):
-    from . import experiments as ex
-
-    return [
-        ("synthetic, scratch", ex.synthetic_configs(cfg, methods=("scratch",), encoder_hiddens=cfg.encoder_hiddens,
-                                                    epochs=cfg.epochs)),
-        ("synthetic, pretrained", ex.synthetic_configs(cfg, methods=("pretrained",),
-                                                       encoder_hiddens=cfg.pretrained_hiddens, epochs=cfg.epochs)),
-        ("CIFAR-10 runs", ex.cifar_configs(ex.with_params(cfg, seeds=cfg.cifar_seeds),
-                                           codebook_sizes=[cfg.cifar_codebook_size], methods=("scratch",),
-                                           encoder_channels=cfg.encoder_channels, token_dim=cfg.cifar_token_dim,
-                                           channels=cfg.cifar_channels,
-                                           residual_channels=cfg.cifar_residual_channels, epochs=cfg.cifar_epochs,
-                                           kmeans_vectors=cfg.cifar_kmeans_vectors)),
-    ]
-
-
-def _runs_05(cfg):
-    from . import experiments as ex
-
-    cifar_cfg = ex.with_params(cfg, seeds=cfg.cifar_seeds)
-    epochs = dict(epochs=cfg.cifar_scratch_epochs, pretrain_epochs=cfg.cifar_pretrain_epochs,
-                  finetune_epochs=cfg.cifar_finetune_epochs)
-    return [
-        ("SimVQ synthetic runs", ex.synthetic_configs(cfg, methods=("scratch",), quantizer="simvq",
-                                                      encoder_hiddens=cfg.encoder_hiddens)),
-        ("SimVQ + pretraining synthetic runs", ex.synthetic_configs(cfg, methods=("pretrained",), quantizer="simvq")),
-        ("EMA synthetic runs", ex.synthetic_configs(cfg)),
-        ("CIFAR-10 runs", ex.cifar_configs(cifar_cfg, codebook_sizes=cfg.codebook_sizes, methods=("scratch",),
-                                           quantizer="simvq", **epochs)
-         + ex.cifar_configs(cifar_cfg, codebook_sizes=cfg.codebook_sizes, methods=("scratch", "pretrained"),
-                            **epochs)),
-    ]
-
-
-def _remedy_configs(configs, remedies):
-    """The configs ``experiments.remedy_runs`` sweeps: every recipe applied to every base config."""
-    from .remedies import parse_remedies, with_remedy
-
-    return [c for r in parse_remedies(remedies) for c in with_remedy(configs, r)]
-
-
-def _runs_06(cfg):
-    from . import experiments as ex
-
-    base = ex.remedy_base_configs(cfg)  # the notebook's own base configs (its narrow runs have their own budget)
-    return [(desc, _remedy_configs(base[name], cfg.remedies))
-            for name, desc in (("synthetic", "synthetic runs"), ("narrow", "narrow-encoder runs"),
-                               ("cifar", "CIFAR-10 runs"))]
-
-
-#: notebook -> function(checked notebook config) -> [(sweep description, run configs)], in the
-#: order the notebook runs its sweeps. A notebook added to the book needs an entry here
-#: (tests/test_paper_profile.py fails until it has one).
-RUN_LISTS: dict[str, Callable] = {
-    "01_preliminaries": _runs_01,
-    "02_tokens_collapse_synthetic": _runs_02,
-    "03_tokens_collapse_cifar10": _runs_03,
-    "04_embeddings_collapse": _runs_04,
-    "05_simvq_comparison": _runs_05,
-    "06_remedies": _runs_06,
-}
-
-
-def notebook_runs(notebook: str, profile: str, **overrides) -> list:
-    """``[(sweep description, [run config, ...]), ...]`` of ``notebook`` at ``profile``."""
-    from .errors import ConfigError
-
-    if notebook not in RUN_LISTS:
-        raise ConfigError(f"no run list for notebook {notebook!r} in vqpaper/plan.py RUN_LISTS; "
-                          f"known: {sorted(RUN_LISTS)}")
-    cfg = notebook_config(notebook, profile, **overrides)
-    cfg["notebook"] = notebook
-    return RUN_LISTS[notebook](cfg)
+def notebook_runs(notebook: str, profile: str, **overrides) -> dict:
+    """``{sweep description: [run config, ...]}`` of ``notebook`` at ``profile``."""
+    return ex.run_list(notebook_config(notebook, profile, **overrides))
 
 
 # --------------------------------------------------------------------------------------
@@ -191,32 +104,28 @@ def _epochs(cfg) -> int:
 
 def planned_runs(profile: str = "paper", notebooks: Optional[Sequence[str]] = None, *, data=None,
                  cache_dir=None, precision: Optional[str] = None) -> list[PlannedRun]:
-    """Every run of ``notebooks`` (default: all in :data:`RUN_LISTS`) at ``profile``, in book order.
+    """Every run of ``notebooks`` (default: all in ``experiments.RUN_LISTS``) at ``profile``, in book order.
 
     ``data``: the CIFAR-10 data the notebooks would load, if at hand; it decides the image counts
     and lets the CIFAR runs be looked up in the cache (their key hashes the pixels). Without it
     the counts are the profile's (:data:`CIFAR_IMAGES`) and CIFAR runs count as not stored.
     """
-    from . import sweeps
-
     n_train_default, n_test_default = CIFAR_IMAGES[profile]
     if data is not None:
         n_train_default, n_test_default = int(data.n_train), int(data.n_test)
-    cache = sweeps._cache_dir(cache_dir)
     first: dict = {}
     out = []
-    for notebook in (notebooks or list(RUN_LISTS)):
-        for sweep, configs in notebook_runs(notebook, profile):
+    for notebook in (notebooks or list(ex.RUN_LISTS)):
+        for sweep, configs in notebook_runs(notebook, profile).items():
             for cfg in configs:
+                entry = sweeps.entry_folder(cfg, data, precision, cache_dir)
+                key, cached = entry.name, (entry / "result.json").exists()
                 if isinstance(cfg, CifarRun):
                     n_train = min(cfg.train_images or n_train_default, n_train_default)
                     n_test = n_test_default
-                    key = sweeps.run_key(cfg, "run_cifar", data, precision)
-                    cached = data is not None and (cache / key / "result.json").exists()
+                    cached = cached and data is not None  # without the data the key is not the notebook's
                 else:
                     n_train, n_test = cfg.n_per_cluster * cfg.n_clusters, 0
-                    key = sweeps.run_key(cfg, "run_synthetic", None, precision)
-                    cached = (cache / key / "result.json").exists()
                 epochs = _epochs(cfg)
                 run = PlannedRun(notebook, sweep, cfg, n_train, n_test, epochs,
                                  epochs * math.ceil(n_train / cfg.batch_size), cached, key=key)
@@ -233,8 +142,6 @@ def planned_runs(profile: str = "paper", notebooks: Optional[Sequence[str]] = No
 # 3. Time per step on this device
 # --------------------------------------------------------------------------------------
 def _sync(device: str):
-    import torch
-
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
@@ -246,8 +153,6 @@ def _synthetic_shape(cfg: SyntheticRun) -> tuple:
 
 def time_synthetic(cfg: SyntheticRun, device: str) -> tuple[float, float]:
     """``(fixed s, s per epoch)`` of a synthetic run's shape: real runs at 1 and 3 epochs."""
-    from .train import run_synthetic
-
     times = []
     for epochs in (1, 3):
         short = replace(cfg, epochs=epochs, pretrain_epochs=epochs, finetune_epochs=epochs, device=device)
@@ -272,11 +177,6 @@ def _quantizer_shape(cfg: CifarRun) -> tuple:
 
 def time_autoencoder_step(cfg: CifarRun, device: str, steps: int) -> float:
     """Seconds per training step of the conv autoencoder (no quantizer), batch ``cfg.batch_size``."""
-    import torch
-
-    from .models import ConvVQVAE
-    from .train import _train_stage
-
     torch.manual_seed(0)
     model = ConvVQVAE(cfg.token_dim, cfg.channels, cfg.residual_channels, cfg.encoder_channels).to(device)
     g = torch.Generator().manual_seed(0)
@@ -293,11 +193,6 @@ def time_autoencoder_step(cfg: CifarRun, device: str, steps: int) -> float:
 
 def time_quantizer_step(cfg: CifarRun, device: str, steps: int) -> tuple[float, float]:
     """``(s per training step, s per 8,192-vector nearest-token search)`` of the run's quantizer."""
-    import torch
-
-    from .quantizers import nearest_token
-    from .train import _new_quantizer
-
     # no K-means here (it needs encoder outputs); its cost is estimated from the search time below
     q = _new_quantizer(replace(cfg, kmeans_init="none") if cfg.kmeans_init == "dataset" else cfg, device).train()
     g = torch.Generator().manual_seed(0)
@@ -341,8 +236,6 @@ class Timings:
 def measure(runs: Sequence[PlannedRun], device: str = "auto", steps: int = 2,
             progress: Optional[Callable[[str], None]] = None) -> Timings:
     """Time each distinct shape among the runs still to do (see the module doc)."""
-    from .config import resolve_device
-
     device = resolve_device(device)
     t = Timings(device, steps)
     t0 = time.perf_counter()
@@ -395,8 +288,6 @@ def estimate_run(run: PlannedRun, t: Timings) -> float:
 
 def schedule(durations: Sequence[float], devices: int) -> float:
     """Wall time of ``durations`` on ``devices`` devices, longest first to the first free device (LPT)."""
-    import heapq
-
     free = [0.0] * max(1, devices)
     for d in sorted(durations, reverse=True):
         heapq.heapreplace(free, free[0] + d)
@@ -456,8 +347,6 @@ def report(runs: Sequence[PlannedRun], t: Timings, devices: int, profile: str, *
 
 
 def _device_name(device: str) -> str:
-    import torch
-
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
     return f"CPU, {torch.get_num_threads()} torch thread(s)"

@@ -16,10 +16,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from vqpaper import metrics as M
-from vqpaper.errors import ConfigError
+from . import metrics as M
+from . import paths
+from .errors import ConfigError
+from .paths import FIGURE_ID, check_figure_id  # one definition, re-exported
+from .spread import aggregate
 
 __all__ = [
     "FIGURE_ID",
@@ -31,9 +35,8 @@ __all__ = [
     "plot_metric_bars",
     "plot_token_allocation",
     "plot_image_grid",
+    "plot_remedy_heatmap",
 ]
-
-from vqpaper.paths import FIGURE_ID, check_figure_id  # noqa: E402  (one definition, re-exported)
 
 DPI = 120
 
@@ -75,9 +78,7 @@ def save_figure(fig, figure_id, directory=None):
         raise ConfigError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
     check_figure_id(figure_id)
     if directory is None:
-        from vqpaper import paths  # read at call time, so VQPAPER_BUILD / monkeypatching apply
-
-        directory = paths.FIGURES
+        directory = paths.FIGURES  # read at call time, so a monkeypatched paths.FIGURES applies
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{figure_id}.png"
@@ -294,11 +295,9 @@ def _rows_check(rows, keys):
 
 
 def _mean_std(values):
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return np.nan, np.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+    """``(mean, sd, n)`` as ``spread.aggregate`` computes them; an unknown sd (one value) draws no error bar."""
+    a = aggregate(values)
+    return a["mean"], np.nan if a["std"] is None else a["std"], len(a["per_seed"])
 
 
 def _ordered(values):
@@ -460,3 +459,51 @@ def plot_image_grid(images, recon, n=8, titles=("originals", "reconstructions"),
             ax.grid(False)
         axes[row, 0].set_ylabel(label)
     return _finish(fig, [], suptitle)
+
+
+def plot_remedy_heatmap(grid, clip=1.0, suptitle=None):
+    """Recipes x metrics, coloured by the relative improvement over the baseline (notebook 06).
+
+    ``grid``: ``verdicts.effect_grid`` (one dict per recipe and metric). Green: better than EMA-VQ
+    from scratch, red: worse, clipped at ``clip`` (100%). Each cell shows the relative effect and
+    its 95% interval; cells whose interval includes zero (or with a single pair) are faded.
+    """
+    if not grid:
+        raise ConfigError("plot_remedy_heatmap: the grid is empty (no recipe besides the baseline?)")
+    rows = list(dict.fromkeys(g["remedy"] for g in grid))
+    cols = list(dict.fromkeys((g["set"], g["metric"], g["higher_is_better"]) for g in grid))
+    values = np.full((len(rows), len(cols)), np.nan)
+    cells = {}
+    for g in grid:
+        i, j = rows.index(g["remedy"]), cols.index((g["set"], g["metric"], g["higher_is_better"]))
+        values[i, j] = np.clip(g["relative"], -clip, clip)
+        cells[i, j] = g
+    fig, ax = plt.subplots(figsize=(1.25 * len(cols) + 2.8, 0.62 * len(rows) + 2.0))
+    cmap = plt.get_cmap("RdYlGn")
+    norm = TwoSlopeNorm(vmin=-clip, vcenter=0.0, vmax=clip)
+    for (i, j), g in cells.items():
+        colour = cmap(norm(values[i, j]))
+        ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=colour, alpha=1.0 if g["decided"] else 0.3,
+                                   edgecolor="white", linewidth=1.5))
+        interval = (f"[{g['low']:+.0%}, {g['high']:+.0%}]" if np.isfinite(g["low"]) and np.isfinite(g["high"])
+                    else f"({g['pairs']} pair)")
+        ax.text(j + 0.5, i + 0.5, f"{g['relative']:+.0%}\n{interval}", ha="center", va="center", fontsize=7.5,
+                fontweight="bold" if g["decided"] else "normal")
+    ax.set_xlim(0, len(cols))
+    ax.set_ylim(len(rows), 0)
+    ax.set_xticks(np.arange(len(cols)) + 0.5)
+    ax.set_xticklabels([f"{m}{'' if h else ' (lower)'}\n{s}" for s, m, h in cols], rotation=35, ha="right",
+                       fontsize=8.5)
+    ax.set_yticks(np.arange(len(rows)) + 0.5)
+    ax.set_yticklabels(rows, fontsize=9)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    bar = fig.colorbar(sm, ax=ax, fraction=0.03, pad=0.02)
+    bar.set_label("improvement over EMA-VQ from scratch\n(relative to its mean; clipped)", fontsize=8.5)
+    bar.ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.0%}"))
+    if suptitle:
+        ax.set_title(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig

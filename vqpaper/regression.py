@@ -24,8 +24,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from .results import load_results
+from .spread import sample_sd
 
 # ----------------------------------------------------------------- the one place
 # Same environment. Pattern -> (absolute, relative) tolerance; a number passes when
@@ -86,17 +88,12 @@ IGNORED: tuple[str, ...] = ("provenance", "provenance.*", "provenance[*")
 EXACT: tuple[str, ...] = ("figure_id", "notebook", "profile", "params", "params.*",
                           "params[*", "seeds", "seeds.*", "seeds[*")
 
-# Derived words (05's "eases but does not cure", from majorities of verdicts): across
-# environments a change is reported, not failed; the verdicts they come from are checked.
-DERIVED_WORDS: tuple[str, ...] = ("values.verdicts.*",)
-
 # Reasons a key is reported.
 MOVED = "moved beyond tolerance"
 OUT_OF_BAND = "mean moved beyond its band"
 SINGLE_OUT_OF_BAND = "single value moved beyond its band"
 VERDICT_CHANGED = "decided verdict changed"
 VERDICT_NEAR = "verdict near its threshold changed (reported, not failed)"
-WORDS_CHANGED = "derived words changed (reported, not failed)"
 MISSING = "missing in new"
 NEW_KEY = "not in reference"
 TYPE_CHANGED = "type changed"
@@ -309,12 +306,6 @@ _CLAIM_FIELDS = ("outcome", "reason", "effect", "low", "high", "n", "n_agree", "
                  "statement", "id")
 
 
-def _sd(values: list[float]) -> float:
-    n = len(values)
-    mean = math.fsum(values) / n
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-
-
 def _log_move(reference: float, new: float) -> float:
     """|log(new / reference)| for two positive numbers; inf when their signs differ."""
     if reference == new:
@@ -329,7 +320,7 @@ def _cross_compare(figure: str, ref: Mapping[str, Any], new: Mapping[str, Any],
     """The cross-environment rule, in one place (numbers in ``CROSS``).
 
     1. Parameters, profile, seeds, booleans and strings: exactly, as in the same
-       environment (derived verdict words are reported, not failed).
+       environment.
     2. A metric recorded over seeds (``X.mean`` with ``X.per_seed[i]``, 2 or more seeds):
        its new mean must lie within ``max(z * s * sqrt(2/n), rel_floor * |ref|, abs_floor)``
        of the reference mean, ``s`` the larger seed-to-seed standard deviation of the two
@@ -366,7 +357,7 @@ def _cross_compare(figure: str, ref: Mapping[str, Any], new: Mapping[str, Any],
                 out.append(Mismatch(figure, mean_key, r_mean, n_mean, None, OUT_OF_BAND, band=math.nan))
             continue
         n = len(seed_keys)
-        s = max(_sd([float(v) for v in ref_seeds]), _sd([float(v) for v in new_seeds]))
+        s = max(sample_sd([float(v) for v in ref_seeds]), sample_sd([float(v) for v in new_seeds]))
         band = max(CROSS.z * s * math.sqrt(2 / n), CROSS.rel_floor * abs(r_mean), CROSS.abs_floor)
         if not abs(n_mean - r_mean) <= band:
             out.append(Mismatch(figure, mean_key, r_mean, n_mean, None, OUT_OF_BAND, band=band))
@@ -401,24 +392,16 @@ def _cross_compare(figure: str, ref: Mapping[str, Any], new: Mapping[str, Any],
                 out.append(Mismatch(figure, key, r, v, None, SINGLE_OUT_OF_BAND, band=CROSS.single_factor))
             continue
         m = _exact_or_tolerance(figure, key, r, v, None)
-        if m is not None and any(matches(p, key) for p in DERIVED_WORDS):
-            m = Mismatch(figure, key, r, v, None, WORDS_CHANGED, fails=False)
         if m is not None:
             out.append(m)
     return out
-
-
-def _load_dir(directory: str | os.PathLike) -> dict[str, dict]:
-    from .results import load_results
-
-    return load_results(directory)
 
 
 def check_dirs(ref_dir: str | os.PathLike, new_dir: str | os.PathLike,
                tolerances: Mapping | None = None, notebooks: Iterable[str] | None = None,
                mode: str = "auto") -> Report:
     """Compare every ``<figure_id>.json`` of two folders (optionally of some notebooks only)."""
-    refs, news = _load_dir(ref_dir), _load_dir(new_dir)
+    refs, news = load_results(ref_dir), load_results(new_dir)
     if notebooks is not None:
         wanted = set(notebooks)
         refs = {k: v for k, v in refs.items() if v.get("notebook") in wanted}

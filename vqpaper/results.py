@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import paths
-
+from .settings import settings
 
 
 # --------------------------------------------------------------------------- JSON
@@ -147,9 +147,12 @@ def _torch_numerics(torch) -> dict[str, Any]:
     }
 
 
-def environment(device: Any = None) -> dict[str, Any]:
+def environment(device: Any = None, executor: str | None = None) -> dict[str, Any]:
     """Where and how the numbers were computed; two records with equal environments must agree
-    to the last bit (``vqpaper.regression`` compares them exactly), others statistically."""
+    to the last bit (``vqpaper.regression`` compares them exactly), others statistically.
+
+    ``executor``: where the runs were executed (``executors.resolve_name()``, told by the caller).
+    """
     env: dict[str, Any] = {"device": describe_device(device), "cpu": cpu_model()}
     torch = sys.modules.get("torch")
     if torch is not None:
@@ -157,14 +160,9 @@ def environment(device: Any = None) -> dict[str, Any]:
     env.update({k: v for k, v in versions().items() if k in ("torch", "numpy")})
     # How the runs were executed: the encoder/decoder precision changes the numbers (bf16, tf32);
     # the executor does not (Ray tasks are bit-identical to in-process runs), it is recorded for
-    # the reader. Both come from the environment `vqpaper run/book` sets for the notebook.
-    env["precision"] = os.environ.get("VQPAPER_PRECISION", "").strip() or "float32"
-    try:
-        from .executors import resolve_name  # imports only `errors`: no cycle
-
-        env["executor"] = resolve_name()
-    except Exception:  # noqa: BLE001 - a description, never a failure
-        env["executor"] = os.environ.get("VQPAPER_EXECUTOR", "") or "unknown"
+    # the reader. The precision comes from the environment `vqpaper run/book` sets for the notebook.
+    env["precision"] = settings().precision or "float32"
+    env["executor"] = executor or "unknown"
     return env
 
 
@@ -181,7 +179,7 @@ def _wall_time(started: Any) -> float | None:
 
 def _notebook_name(notebook: str | os.PathLike | None) -> str:
     if notebook is None:
-        notebook = os.environ.get("VQPAPER_NOTEBOOK", "unknown")
+        notebook = settings().notebook or "unknown"
     return Path(str(notebook)).stem if str(notebook).endswith((".py", ".ipynb")) else str(notebook)
 
 
@@ -195,13 +193,14 @@ def record(
     seeds: Any = None,
     started: Any = None,
     device: Any = None,
+    executor: str | None = None,
     directory: str | os.PathLike | None = None,
 ) -> Path:
     """Write ``RESULTS/<figure_id>.json`` with the figure's numbers and their provenance.
 
     ``values`` is whatever the figure shows (nested dicts/lists of numbers: per seed
     and aggregated); numpy/torch scalars and arrays are converted. ``started`` is
-    ``time.time()`` taken when the figure's work began.
+    ``time.time()`` taken when the figure's work began; ``executor`` where its runs were executed.
     """
     paths.check_figure_id(figure_id)
     if profile is None:
@@ -219,7 +218,7 @@ def record(
             "versions": versions(),
             "commit": git_commit(),
             "device": describe_device(device),
-            "environment": environment(device),
+            "environment": environment(device, executor),
             "wall_time_s": _wall_time(started),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
@@ -298,7 +297,7 @@ def provenance_rows(notebook: str | None = None, directory=None) -> list[dict[st
 
 def provenance_table(notebook: str | None = None, directory=None):
     """A pandas DataFrame of what produced each recorded figure (for a "Provenance" cell)."""
-    import pandas as pd
+    import pandas as pd  # heavy: `vqpaper check` reads results without tables
 
     rows = provenance_rows(notebook, directory)
     columns = [c for c in PROVENANCE_COLUMNS if not (notebook is not None and c == "notebook")]

@@ -7,15 +7,13 @@ Kept apart from ``vqpaper.book`` (what notebooks call): nothing here runs in a n
 """
 from __future__ import annotations
 
-from . import publish
+from . import paths, publish
+from .results import provenance_rows
 
 
 def _provenance_directive():
-    from docutils import nodes
+    from docutils import nodes  # only a Sphinx build has docutils loaded: the class is made when Sphinx asks
     from docutils.parsers.rst import Directive, directives
-
-    from . import paths
-    from .results import provenance_rows
 
     class ProvenanceDirective(Directive):
         """A table of the recorded figures: ``{vqpaper-provenance}`` (``:notebook: NN_name``)."""

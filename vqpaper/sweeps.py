@@ -3,10 +3,10 @@
 A sweep over codebook sizes, encoder widths or seeds is a list of run configs. Each finished
 run is written (atomically) to ``CACHE/<key>/`` — its metrics and history as JSON, its arrays
 as ``.npz``, its weights as a small checkpoint — where ``key`` hashes the run's full config,
-the runner, the data it saw and the source of the code that produced it. Started again after
-a kill, a sweep skips what is finished and loses nothing; change any parameter (or the code)
-and the key changes, so a stale result is never reused. ``vqpaper clean-cache`` (or
-:func:`clear_cache`) removes the store.
+the runner, the data it saw and the source of the code that produced it
+(:mod:`vqpaper.fingerprint`). Started again after a kill, a sweep skips what is finished and
+loses nothing; change any parameter (or the code) and the key changes, so a stale result is
+never reused. :func:`clear_cache` removes the store.
 
 Where the points run is an executor's job (:mod:`vqpaper.executors`): in this process, one after
 another, or as Ray tasks collected as they finish. Either way this module stores each result
@@ -23,30 +23,18 @@ import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import paths
+from .config import CifarRun, SyntheticRun
+from .executors import get_executor
+from .fingerprint import code_fingerprint
+from .settings import settings
 from .train import RunResult, default_precision, run_cifar, run_synthetic
-
-# The modules whose code decides a run's numbers: their source is part of every key.
-_CODE_MODULES = ("quantizers.py", "remedies.py", "search_cpu.py", "models.py", "train.py", "data.py", "metrics.py",
-                 "config.py")
-
-
-def code_fingerprint() -> str:
-    h = hashlib.sha256()
-    for name in _CODE_MODULES:
-        h.update((Path(__file__).parent / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
-#: The fingerprint of the code as this process imported it (``code_fingerprint`` reads the files
-#: now). A Ray worker compares it with the key of the points it is sent (executors._ray_task):
-#: a long-lived worker that imported other code must not store its results under this code's key.
-LOADED_CODE_FINGERPRINT = code_fingerprint()
 
 
 def data_fingerprint(data) -> Optional[dict]:
@@ -68,8 +56,24 @@ def run_key(cfg, runner: str, data=None, precision: Optional[str] = None) -> str
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _cache_dir(cache_dir) -> Path:
+def cache_folder(cache_dir=None) -> Path:
+    """The store: ``cache_dir``, else ``paths.CACHE`` (``VQPAPER_CACHE``, default ``_build/cache``)."""
     return Path(cache_dir) if cache_dir is not None else paths.CACHE
+
+
+def runner_of(cfg):
+    """The training function of a run config: ``run_synthetic`` or ``run_cifar``."""
+    if isinstance(cfg, SyntheticRun):
+        return run_synthetic
+    if isinstance(cfg, CifarRun):
+        return run_cifar
+    raise TypeError(f"sweep needs SyntheticRun or CifarRun configs, got {type(cfg).__name__}")
+
+
+def entry_folder(cfg, data=None, precision: Optional[str] = None, cache_dir=None) -> Path:
+    """Where the run of ``cfg`` is (or would be) stored; it is finished when ``result.json`` is there."""
+    runner = runner_of(cfg)
+    return cache_folder(cache_dir) / run_key(cfg, runner.__name__, data if runner is run_cifar else None, precision)
 
 
 def save_result(result: RunResult, directory: Path):
@@ -123,22 +127,6 @@ def _load_cached(directory: Path) -> RunResult:
     return result
 
 
-def cached_run(cfg, runner: Callable, data=None, *, use_cache: Optional[bool] = None, cache_dir=None,
-               progress: bool = False, precision: Optional[str] = None) -> RunResult:
-    """Run ``runner(cfg[, data])`` in this process unless a finished run with the same key is stored."""
-    if use_cache is None:
-        use_cache = use_cache_default()
-    precision = precision or default_precision()
-    directory = _cache_dir(cache_dir) / run_key(cfg, runner.__name__, data, precision)
-    if use_cache and (directory / "result.json").exists():
-        return _load_cached(directory)
-    result = runner(cfg, data, progress=progress, precision=precision) if data is not None \
-        else runner(cfg, progress=progress, precision=precision)
-    if use_cache:
-        save_result(result, directory)
-    return result
-
-
 def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cache_dir=None, progress: bool = True,
           desc: str = "sweep", executor=None, precision: Optional[str] = None) -> list[RunResult]:
     """Run every config (synthetic or CIFAR, chosen by its type); finished points come from the cache.
@@ -149,9 +137,6 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
     order of ``configs``, whatever order they finished in; the same with either executor.
     ``precision``: ``train.PRECISIONS``, default ``VQPAPER_PRECISION`` or float32.
     """
-    from .config import CifarRun, SyntheticRun
-    from .executors import get_executor
-
     if use_cache is None:
         use_cache = use_cache_default()
     precision = precision or default_precision()
@@ -159,14 +144,8 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
     tasks, results, directories, first_of = [], [None] * len(configs), [], {}
     duplicates = []  # (index, index of the same key's first occurrence)
     for i, cfg in enumerate(configs):
-        if isinstance(cfg, SyntheticRun):
-            runner = run_synthetic
-        elif isinstance(cfg, CifarRun):
-            runner = run_cifar
-        else:
-            raise TypeError(f"sweep needs SyntheticRun or CifarRun configs, got {type(cfg).__name__}")
-        directory = _cache_dir(cache_dir) / run_key(cfg, runner.__name__, data if runner is run_cifar else None,
-                                                    precision)
+        runner = runner_of(cfg)
+        directory = entry_folder(cfg, data, precision, cache_dir)
         directories.append(directory)
         if use_cache and (directory / "result.json").exists():
             results[i] = _load_cached(directory)
@@ -175,26 +154,19 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
         else:
             first_of[directory] = i
             tasks.append((i, cfg, runner))
-    try:
-        from tqdm import tqdm
-        bar = tqdm(total=len(configs), desc=desc, disable=not progress)
-    except ImportError:  # pragma: no cover
-        bar = None
+    bar = tqdm(total=len(configs), desc=desc, disable=not progress)
 
     def done(index: int, result: RunResult):
         if use_cache:
             save_result(result, directories[index])
         results[index] = result
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
 
-    if bar is not None:
-        bar.update(len(configs) - len(tasks))  # stored points, and repeats read back at the end
+    bar.update(len(configs) - len(tasks))  # stored points, and repeats read back at the end
     try:
         get_executor(executor).run(tasks, data, precision, done)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     for i, first in duplicates:
         results[i] = _load_cached(directories[first])
     return results
@@ -202,7 +174,7 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
 
 def clear_cache(cache_dir=None) -> int:
     """Remove every stored run; returns how many were removed."""
-    d = _cache_dir(cache_dir)
+    d = cache_folder(cache_dir)
     if not d.exists():
         return 0
     n = sum(1 for p in d.iterdir() if p.is_dir() and not p.name.startswith(".partial-"))
@@ -212,5 +184,5 @@ def clear_cache(cache_dir=None) -> int:
 
 def use_cache_default() -> bool:
     """``VQPAPER_NO_CACHE=1`` turns the store off (the determinism test uses it)."""
-    return os.environ.get("VQPAPER_NO_CACHE", "") not in ("1", "true", "yes")
+    return not settings().no_cache
 

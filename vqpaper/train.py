@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -17,6 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from . import metrics as M
 from .config import CifarRun, SyntheticRun, resolve_device
@@ -24,11 +24,7 @@ from .data import CifarData, cifar_to_tensor, make_clusters, tensor_to_images
 from .errors import ConfigError, TrainingDiverged
 from .models import ConvVQVAE, MLPVQVAE
 from .remedies import make_quantizer  # ours and vector-quantize-pytorch's (notebook 06)
-
-try:  # tqdm is a dependency; notebooks get the widget-free text bar
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
+from .settings import settings
 
 
 @dataclass
@@ -56,7 +52,7 @@ PRECISIONS = ("float32", "tf32", "bf16")
 
 def default_precision() -> str:
     """``VQPAPER_PRECISION`` (set by ``vqpaper run/book --precision``), else ``"float32"``."""
-    return check_precision(os.environ.get("VQPAPER_PRECISION", "").strip() or "float32")
+    return check_precision(settings().precision or "float32")
 
 
 def check_precision(precision, device: str = "cpu") -> str:
@@ -143,7 +139,7 @@ def _train_stage(model, x, *, epochs, batch_size, lr, optimizer, stage, history,
     g = torch.Generator().manual_seed(seed)
     k = model.quantizer.codebook_size if model.quantizer is not None else None
     model.train()
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False) if tqdm else range(epochs)
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     with _precision(model, precision, device):
         for epoch in bar:
             perm = torch.randperm(n, generator=g).to(device)
@@ -180,7 +176,7 @@ def _train_stage(model, x, *, epochs, batch_size, lr, optimizer, stage, history,
                 rec["perplexity"] = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
                 rec["usage"] = float((counts > 0).float().mean())
             history.append(rec)
-            if progress and tqdm:
+            if progress:
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", **({"ppl": f"{rec['perplexity']:.1f}"} if k else {}))
     return history
 
@@ -315,7 +311,7 @@ def run_cifar(cfg: CifarRun, data: CifarData, progress: bool = False, precision:
         "codes_used": int(np.unique(idx_tr_np).size),
         "test_perplexity": M.perplexity(idx_te.cpu().numpy().reshape(-1), cfg.codebook_size),
         # normalised by token_dim, as for the synthetic runs (metrics.collapse_metrics): one meaning per name
-        "participation_ratio": M.participation_ratio_normalised(z_te.reshape(-1, cfg.token_dim).cpu().numpy()),
+        "participation_ratio": M.participation_ratio(z_te.reshape(-1, cfg.token_dim).cpu().numpy()),
         "n_train": int(x_train.shape[0]), "n_test": int(x_test.shape[0]),
     }
     n_show = min(8, x_test.shape[0])

@@ -1,16 +1,20 @@
-"""The paper's claims, one :class:`claims.Family` per sentence, as functions of the runs.
+"""The paper's claims, one :class:`claims.Family` per sentence, as functions of the runs (notebooks 01-06).
 
-Each function takes the runs a notebook trained and returns families whose checks all point
-the way the paper's sentence does; the notebook publishes them (``claims.publish``) and glues
-each family's phrase into its prose. Being functions of the runs, they are tested with
-fabricated runs where they must hold and where they must fail (tests/test_verdicts.py).
+Each function takes the runs a notebook trained (or the tables made from them) and returns families
+whose checks all point the way the paper's sentence does; the notebook publishes them
+(``claims.publish``) and glues each family's phrase into its prose. Being functions of the runs,
+they are tested with fabricated runs where they must hold and where they must fail
+(tests/test_verdicts.py). Sentences that summarise verdicts (:func:`ablation_sentence`,
+:func:`which_sentence`) are computed here too, from the families, never typed next to them.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
-from .claims import HELD, INCONCLUSIVE, NOT_HELD, Family
-from .experiments import paired_checks
+from .claims import HELD, INCONCLUSIVE, MIN_PAIRS, NOT_HELD, OUTCOMES, Family, converged, paired, paired_interval
+from .errors import ConfigError
+from .experiments import per_seed_ratio, select
+from .recipes import BASELINE, key, parse_remedy
 
 
 def phrases(held: str, not_held: str, inconclusive: str) -> dict:
@@ -18,9 +22,99 @@ def phrases(held: str, not_held: str, inconclusive: str) -> dict:
     return {HELD: held, NOT_HELD: not_held, INCONCLUSIVE: inconclusive}
 
 
+def claim_id(text: str) -> str:
+    """A check's id (a glue key) from words: ``"tcs-coverage-K = 4,096"`` -> ``"tcs-coverage-k4096"``."""
+    return text.lower().replace(" ", "").replace(",", "").replace("=", "")
+
+
 def _dims_text(dims: Iterable[int]) -> str:
     dims = [f"{d}-D" for d in dims]
     return dims[0] if len(dims) == 1 else ", ".join(dims[:-1]) + " and " + dims[-1]
+
+
+# ------------------------------------------------------------------ paired checks over settings
+def runs_converged(results: Sequence, **where) -> bool:
+    """Whether every selected run's final training loss has flattened (``claims.converged``)."""
+    return all(converged(r.history) for r in select(results, **where))
+
+
+def paired_checks(results: Sequence, metric: str, *, better: dict, worse: dict, over: str, values: Iterable,
+                  label: str, claim: str, higher_is_better: bool = True, id_prefix: str = "",
+                  worse_results: Optional[Sequence] = None) -> list:
+    """One ``claims.paired`` check per value of ``over`` (e.g. per dim): ``better`` vs ``worse`` seed by seed.
+
+    ``better``/``worse`` select runs (e.g. ``{"method": "pretrained"}``); ``label`` formats the
+    setting (``"{}-D"``), ``claim`` the statement (``"{setting}: pretraining gives ..."``). A
+    check is inconclusive when any run it compares had not converged. ``worse_results``: take
+    the ``worse`` runs from another list (e.g. another quantizer's runs).
+    """
+    other = results if worse_results is None else worse_results
+    out = []
+    for value in values:
+        setting = label.format(value)
+        b = select(results, **{over: value}, **better)
+        w = select(other, **{over: value}, **worse)
+        ok = runs_converged(b) and runs_converged(w)
+        out.append(paired(claim_id(f"{id_prefix}-{metric.replace('_', '-')}-{setting}"), claim.format(setting=setting),
+                          [float(r.metrics[metric]) for r in b], [float(r.metrics[metric]) for r in w],
+                          higher_is_better=higher_is_better, converged=ok, setting=setting))
+    return out
+
+
+# ------------------------------------------------------------------ 01: Fig. 2
+def encoder_output_families(per_run: Sequence[dict], per_coordinate: Sequence[dict], ratio: float = 5) -> list:
+    """The claims of Fig. 2 as ``claims.Family``s (01 §6), from ``experiments.encoder_output_rows`` and
+    ``experiments.encoder_output_coordinates`` of the same runs.
+
+    * range: per seed, the trained encoder's outputs span at least ``ratio`` times the range of
+      the untrained encoder's (the paper's "relatively small range", made concrete);
+    * fewer peaks: per seed and coordinate, the untrained encoder's outputs show fewer KDE peaks
+      than the input's same coordinate (Fig. 2 (a));
+    * as many peaks: per seed and coordinate, the trained encoder's outputs show at least as many
+      peaks as the input's (Fig. 2 (b); ``peaks > input - 1``, so "more" passes and "fewer" fails).
+    """
+    def pick(rows_, encoder):
+        return sorted((r for r in rows_ if r["encoder"] == encoder), key=lambda r: (r["seed"], r.get("coordinate", 0)))
+
+    u_run, t_run = pick(per_run, "untrained"), pick(per_run, "trained")
+    u_co, t_co = pick(per_coordinate, "untrained"), pick(per_coordinate, "trained")
+    if [r["seed"] for r in u_run] != [r["seed"] for r in t_run] or len(u_co) != len(t_co):
+        raise ValueError("encoder_output_families: need one untrained and one trained run per seed")
+    return [
+        Family("pre-range-narrower", "§3.1.1, Fig. 2 (a)",
+               "the untrained encoder's outputs cluster in a much narrower range than the trained encoder's",
+               [paired("pre-range-ratio", f"per seed: the trained encoder's outputs span at least {ratio:g} "
+                       f"times the range of the untrained encoder's", [r["range"] for r in t_run],
+                       [ratio * r["range"] for r in u_run], setting=f"range ratio ≥ {ratio:g}")],
+               {HELD: f"The untrained encoder's outputs span a range at least {ratio:g} times narrower than the "
+                      f"trained encoder's, as in the paper's Fig. 2.",
+                NOT_HELD: f"The untrained encoder's outputs do not span a range {ratio:g} times narrower than the "
+                          f"trained encoder's here, unlike the paper's Fig. 2.",
+                INCONCLUSIVE: f"Whether the untrained encoder's outputs span a range {ratio:g} times narrower than the "
+                              f"trained encoder's cannot be decided from these seeds."}),
+        Family("pre-untrained-fewer-peaks", "§3.1.1, Fig. 2 (a)",
+               "the untrained encoder's outputs show fewer peaks than the input",
+               [paired("pre-untrained-fewer-peaks-than-input", "per seed and coordinate: the untrained encoder's "
+                       "outputs show fewer KDE peaks than the input's same coordinate", [r["peaks"] for r in u_co],
+                       [r["input peaks"] for r in u_co], higher_is_better=False, setting="seeds × coordinates")],
+               {HELD: "The untrained encoder's outputs show fewer peaks than the input, coordinate by coordinate, "
+                      "as the paper's Fig. 2 (a) says: it merges some of the input's modes.",
+                NOT_HELD: "The untrained encoder's outputs do not show fewer peaks than the input here: the merged "
+                          "modes of the paper's Fig. 2 (a) are not seen in the peak counts.",
+                INCONCLUSIVE: "Whether the untrained encoder's outputs show fewer peaks than the input cannot be "
+                              "decided from these seeds and coordinates (the table of checks gives the interval)."}),
+        Family("pre-trained-peaks-match-input", "§3.1.1, Fig. 2 (b)",
+               "the trained encoder's outputs show as many peaks as the input",
+               [paired("pre-trained-at-least-input-peaks", "per seed and coordinate: the trained encoder's outputs "
+                       "show at least as many KDE peaks as the input's same coordinate", [r["peaks"] for r in t_co],
+                       [r["input peaks"] - 1 for r in t_co], setting="seeds × coordinates")],
+               {HELD: "The trained encoder's outputs show at least as many peaks as the input, coordinate by "
+                      "coordinate, as the paper's Fig. 2 (b) says: pretraining keeps the input's modes apart.",
+                NOT_HELD: "The trained encoder's outputs show fewer peaks than the input here, unlike the paper's "
+                          "Fig. 2 (b).",
+                INCONCLUSIVE: "Whether the trained encoder's outputs show as many peaks as the input cannot be decided "
+                              "from these seeds and coordinates (the table of checks gives the interval)."}),
+    ]
 
 
 # ------------------------------------------------------------------ 02: tokens collapse, synthetic
@@ -76,9 +170,6 @@ def large_codebooks(sizes: Sequence[int]) -> list[int]:
 
 def tokens_collapse_cifar(runs: Sequence, sizes: Sequence[int]) -> list[Family]:
     """§3.1.2, Fig. 4: the codebook sweep, pretrained against scratch."""
-    from . import claims
-    from .experiments import per_seed_ratio, runs_converged, select
-
     sizes = sorted(sizes)
     large, k_min, k_mid, k_max = large_codebooks(sizes), sizes[0], sizes[len(sizes) // 2], sizes[-1]
     pre, scr = {"method": "pretrained"}, {"method": "scratch"}
@@ -108,18 +199,18 @@ def tokens_collapse_cifar(runs: Sequence, sizes: Sequence[int]) -> list[Family]:
                        "budget.")),
         Family("tcc-pretrained-rising", "§3.1.2, Fig. 4",
                "the pretrained model's perplexity keeps increasing with the codebook size",
-               [claims.paired(f"tcc-rising-k{k_mid}-k{k_max}", f"{span}: the pretrained perplexity increases",
-                              [float(r.metrics["perplexity"]) for r in select(runs, codebook_size=k_max, **pre)],
-                              [float(r.metrics["perplexity"]) for r in select(runs, codebook_size=k_mid, **pre)],
-                              converged=ok, setting=span)],
+               [paired(f"tcc-rising-k{k_mid}-k{k_max}", f"{span}: the pretrained perplexity increases",
+                       [float(r.metrics["perplexity"]) for r in select(runs, codebook_size=k_max, **pre)],
+                       [float(r.metrics["perplexity"]) for r in select(runs, codebook_size=k_mid, **pre)],
+                       converged=ok, setting=span)],
                phrases("The pretrained model's perplexity keeps rising with the codebook size.",
                        "The pretrained model's perplexity did not keep rising with the codebook size.",
                        "Whether the pretrained perplexity keeps rising cannot be decided at this budget.")),
         Family("tcc-scratch-stagnates", "§3.1.2, Fig. 4",
                "from scratch the perplexity stagnates: it grows by a smaller factor than the pretrained one",
-               [claims.paired(f"tcc-growth-k{k_mid}-k{k_max}", f"{span}: the scratch perplexity grows by a smaller "
-                              "factor than the pretrained one", growth["pretrained"], growth["scratch"],
-                              converged=ok, setting=span)],
+               [paired(f"tcc-growth-k{k_mid}-k{k_max}", f"{span}: the scratch perplexity grows by a smaller "
+                       "factor than the pretrained one", growth["pretrained"], growth["scratch"],
+                       converged=ok, setting=span)],
                phrases("From scratch the perplexity stagnates while the pretrained one keeps growing.",
                        "The scratch perplexity grew at least as fast as the pretrained one.",
                        "Whether the scratch perplexity stagnates cannot be decided at this budget.")),
@@ -231,19 +322,16 @@ SIMVQ_FULL_USAGE = 0.9
 
 
 def _usage_checks(runs: Sequence, over: str, values: Iterable, label: str, metric: str = "usage") -> list:
-    from . import claims
-    from .experiments import runs_converged, select
-
     out = []
     for v in values:
         sel = select(runs, **{over: v}, quantizer="simvq", method="scratch")
         if not sel:
             continue
         setting = label.format(v)
-        out.append(claims.paired(f"svq-usage-{setting}".lower().replace(" ", "").replace(",", "").replace("=", ""),
-                                 f"{setting}: SimVQ uses at least {SIMVQ_FULL_USAGE:.0%} of its tokens",
-                                 [float(r.metrics[metric]) for r in sel], [SIMVQ_FULL_USAGE] * len(sel),
-                                 converged=runs_converged(sel), setting=setting))
+        out.append(paired(claim_id(f"svq-usage-{setting}"),
+                          f"{setting}: SimVQ uses at least {SIMVQ_FULL_USAGE:.0%} of its tokens",
+                          [float(r.metrics[metric]) for r in sel], [SIMVQ_FULL_USAGE] * len(sel),
+                          converged=runs_converged(sel), setting=setting))
     return out
 
 
@@ -254,9 +342,6 @@ def simvq(runs: Sequence, cifar_runs: Sequence, dims: Sequence[int], sizes: Sequ
     ``runs``: every synthetic run of notebook 05 (SimVQ at both widths and with pretraining,
     EMA-VQ from scratch and pretrained); ``cifar_runs``: the CIFAR-10 sweep of all recipes.
     """
-    from . import claims
-    from .experiments import runs_converged, select
-
     simvq_ = {"quantizer": "simvq", "method": "scratch", "encoder_hidden": wide}
     ema_scratch = {"quantizer": "ema", "method": "scratch"}
     sizes = sorted(sizes)
@@ -309,9 +394,9 @@ def simvq(runs: Sequence, cifar_runs: Sequence, dims: Sequence[int], sizes: Sequ
         families.insert(1, Family(
             "svq-own-rising", "SimVQ (Zhu, Li et al. 2024), abstract",
             "SimVQ's codebook use grows with the codebook size",
-            [claims.paired(f"svq-codes-k{sizes[0]}-k{sizes[-1]}", f"{span}: SimVQ uses more codes at the larger codebook",
-                           [float(r.metrics["codes_used"]) for r in hi], [float(r.metrics["codes_used"]) for r in lo],
-                           converged=runs_converged(lo + hi), setting=span)],
+            [paired(f"svq-codes-k{sizes[0]}-k{sizes[-1]}", f"{span}: SimVQ uses more codes at the larger codebook",
+                    [float(r.metrics["codes_used"]) for r in hi], [float(r.metrics["codes_used"]) for r in lo],
+                    converged=runs_converged(lo + hi), setting=span)],
             phrases("SimVQ's codebook use grows with the codebook size.",
                     "SimVQ's codebook use did not grow with the codebook size.",
                     "Whether SimVQ's codebook use grows with the codebook size cannot be decided at this "
@@ -319,6 +404,155 @@ def simvq(runs: Sequence, cifar_runs: Sequence, dims: Sequence[int], sizes: Sequ
     return families
 
 
+# ------------------------------------------------------------------ 06: each recipe against the baseline
+#: The collapses a recipe is checked on, with the metric of its one check per setting. Tokens
+#: collapse: the perplexity of token use over the whole set (how many tokens are effectively in
+#: use; the paper's Fig. 4 measure), per data dimension on the synthetic data (encoder hidden 32)
+#: and per codebook size on CIFAR-10. Embeddings collapse: the participation ratio of the
+#: embeddings of the *narrow* encoder (the paper's §3.2 symptom, notebook 04), per data dimension.
+COLLAPSES = {
+    "tokens": dict(name="tokens collapse", data="synthetic", metric="perplexity", over="dim", label="{}-D",
+                   what="uses its tokens more evenly (a higher perplexity) than EMA-VQ from scratch"),
+    "tokens-cifar": dict(name="tokens collapse", data="CIFAR-10", metric="perplexity", over="codebook_size",
+                         label="K = {:,}", what="uses its tokens more evenly (a higher perplexity, training "
+                                            "images) than EMA-VQ from scratch"),
+    "embeddings": dict(name="embeddings collapse", data="synthetic", metric="participation_ratio", over="dim",
+                       label="{}-D, narrow encoder",
+                       what="gives the narrow encoder's embeddings more effective dimensions (a higher "
+                            "participation ratio) than EMA-VQ from scratch with the same encoder"),
+}
+
+
+def _by(runs: Sequence, over: str) -> dict:
+    """``{(setting value, seed): run}`` (the pairs of a check line up on these keys)."""
+    return {(r.config[over], r.config["seed"]): r for r in runs}
+
+
+def remedy_families(runs: dict, collapse: str, baseline: str = BASELINE) -> list:
+    """One ``claims.Family`` per recipe (other than ``baseline``) for one collapse of ``COLLAPSES``.
+
+    ``runs`` is ``{recipe: runs}`` (``experiments.remedy_runs``). Each family has one check per
+    setting (data dimension or codebook size): the recipe's metric against the baseline's, seed
+    by seed; inconclusive when a run compared had not converged (``claims.converged``), as in
+    notebooks 02-05.
+    """
+    if collapse not in COLLAPSES:
+        raise ConfigError(f"collapse must be one of {list(COLLAPSES)}, got {collapse!r}")
+    spec = COLLAPSES[collapse]
+    if baseline not in runs:
+        raise ConfigError(f"the recipes {list(runs)} must include the baseline {baseline!r}")
+    base = _by(runs[baseline], spec["over"])
+    families = []
+    for name, rs in runs.items():
+        if name == baseline:
+            continue
+        label = parse_remedy(name).label
+        mine = _by(rs, spec["over"])
+        checks = []
+        for value in sorted({v for v, _ in mine}):
+            pairs = sorted(k for k in mine if k[0] == value and k in base)
+            if not pairs:
+                continue
+            setting = spec["label"].format(value)
+            ok = all(converged(mine[k].history) and converged(base[k].history) for k in pairs)
+            checks.append(paired(
+                claim_id(f"rem-{collapse}-{key(name)}-{setting}"),
+                f"{setting}: {label} {spec['what']}",
+                [float(mine[k].metrics[spec["metric"]]) for k in pairs],
+                [float(base[k].metrics[spec["metric"]]) for k in pairs], converged=ok, setting=setting))
+        if not checks:
+            raise ConfigError(f"recipe {name!r} has no run that pairs with the baseline's for {collapse!r} "
+                              f"(same {spec['over']} and seed)")
+        what = f"{spec['name']} ({spec['data']})"
+        families.append(Family(
+            f"rem-{collapse}-{key(name)}", f"beyond the paper: {spec['name']}, {spec['data']}",
+            f"{label}: {spec['what']}", checks,
+            {HELD: f"{label} eases {what}: it {spec['what']} in every setting.",
+             NOT_HELD: f"{label} does not ease {what} in every setting: it was no better than EMA-VQ from "
+                       f"scratch in at least one.",
+             INCONCLUSIVE: f"Whether {label} eases {what} cannot be decided at this budget."}))
+    return families
+
+
+def verdict_grid(families_by_collapse: dict):
+    """Recipes x collapses, each cell the family's outcome (a DataFrame for the book)."""
+    import pandas as pd  # heavy: only notebooks show tables
+
+    rows: dict = {}
+    for collapse, families in families_by_collapse.items():
+        spec = COLLAPSES[collapse]
+        for f in families:
+            name = f.paper.split(": ", 1)[0]
+            rows.setdefault(name, {"remedy": name})[f"{spec['name']}, {spec['data']}"] = f.outcome
+    return pd.DataFrame(list(rows.values())).fillna("not run")
+
+
+#: The columns of notebook 06's heat map (``plots.plot_remedy_heatmap``): (collapse set, metric, higher is better). ``tokens``: encoder hidden
+#: 32 on the synthetic data; ``narrow``: the narrow encoder; ``cifar``: the CIFAR-10 runs.
+HEATMAP_COLUMNS = (
+    ("tokens", "usage", True), ("tokens", "perplexity", True), ("tokens", "alloc_entropy", True),
+    ("tokens", "min_tokens_per_cluster", True), ("tokens", "coverage", True), ("tokens", "mse", False),
+    ("narrow", "participation_ratio", True), ("narrow", "coverage", True), ("narrow", "mse", False),
+    ("cifar", "perplexity", True), ("cifar", "test_mse", False),
+)
+_SET_TITLES = {"tokens": "synthetic", "narrow": "synthetic, narrow encoder", "cifar": "CIFAR-10"}
+
+
+def effect_grid(runs_by_set: dict, baseline: str = BASELINE, columns=HEATMAP_COLUMNS) -> list[dict]:
+    """Per recipe and heat-map column: the paired effect against the baseline, relative to the baseline.
+
+    ``runs_by_set`` maps ``"tokens"``, ``"narrow"``, ``"cifar"`` to ``{recipe: runs}`` (a set may
+    be missing). Pairs are (setting, seed) over all settings of the set: ``effect`` is the mean
+    paired difference signed so that positive is better, ``relative`` that divided by the
+    baseline's mean magnitude, ``low``/``high`` the 95% interval (``claims.paired_interval``)
+    relative too, ``decided`` whether the interval excludes zero with at least 2 pairs.
+    """
+    out = []
+    for set_name, metric, higher in columns:
+        by_recipe = runs_by_set.get(set_name)
+        if not by_recipe or baseline not in by_recipe:
+            continue
+        over = "codebook_size" if set_name == "cifar" else "dim"
+        base = _by(by_recipe[baseline], over)
+        for name, rs in by_recipe.items():
+            if name == baseline:
+                continue
+            mine = _by(rs, over)
+            pairs = sorted(k for k in mine if k in base)
+            if not pairs:
+                continue
+            sign = 1.0 if higher else -1.0
+            diffs = [sign * (float(mine[k].metrics[metric]) - float(base[k].metrics[metric])) for k in pairs]
+            effect, low, high = paired_interval(diffs)
+            scale = abs(sum(float(base[k].metrics[metric]) for k in pairs) / len(pairs)) or 1.0
+            out.append({"remedy": parse_remedy(name).label, "set": _SET_TITLES[set_name], "metric": metric,
+                        "higher_is_better": higher, "pairs": len(pairs), "effect": effect,
+                        "relative": effect / scale, "low": low / scale, "high": high / scale,
+                        "decided": len(pairs) >= MIN_PAIRS and (low > 0 or high < 0)})
+    return out
+
+
+def which_sentence(families: Sequence, collapse: str) -> str:
+    """One sentence per collapse, from the families' outcomes: which recipes held, which did not, which are open."""
+    spec = COLLAPSES[collapse]
+    title = f"{spec['name'].capitalize()} ({spec['data']})"
+    if not families:
+        return f"{title}: no recipe besides the baseline was run."
+    groups = {o: [f.paper.split(": ", 1)[0] for f in families if f.outcome == o] for o in OUTCOMES}
+    parts = [f"{o} for {', '.join(names)}" for o, names in groups.items() if names]
+    return f"{title}, each recipe against EMA-VQ from scratch: {'; '.join(parts)}."
+
+
+def library_run_sentence(families_by_collapse: dict) -> str:
+    """The ``lib`` recipe's verdicts (the library's EMA-VQ with our settings against ours), as a sentence."""
+    found = [(COLLAPSES[c], f) for c, fs in families_by_collapse.items() for f in fs if f.id == f"rem-{c}-lib"]
+    if not found:
+        return "This execution did not run the `lib` recipe, so whole runs of the two EMA-VQs were not compared."
+    return ("On whole training runs, the library's EMA-VQ with our settings against ours: "
+            + "; ".join(f"{spec['name']} ({spec['data']}), {f.verdict}" for spec, f in found) + ".")
+
+
+# ------------------------------------------------------------------ summaries of verdicts
 def ablation_sentence(base: Sequence[Family], variant: Sequence[Family], what: str) -> str:
     """One sentence: do the families of an ablation come out as the base ones did?"""
     changed = [f"{b.id} ({b.outcome} → {v.outcome})" for b, v in zip(base, variant) if b.outcome != v.outcome]

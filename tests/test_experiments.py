@@ -1,0 +1,93 @@
+"""The experiments' helpers: run lists, tidy tables, the notebooks' small demonstrations."""
+import pytest
+
+from vqpaper import config
+from vqpaper import experiments as ex
+from vqpaper.errors import ConfigError
+from vqpaper.experiments import range_text, unused_token_positions
+
+
+def test_range_text():
+    assert range_text([3, 3]) == "3" and range_text([5, 2, 4]) == "2 to 5"
+
+
+def test_unused_token_positions_refuses_tokens_that_win():
+    with pytest.raises(ConfigError, match="won an embedding"):
+        unused_token_positions(used=[2.5], unused=[2.9], data=(2.0, 3.0), record_at=[0, 5])
+
+
+def test_our_ema_with_the_laplace_update_is_the_library_s_and_eq5_is_not():
+    rows = {r["update"]: r for r in ex.compare_ema_with_library(codebook_size=32, token_dim=4, steps=200)}
+    assert rows["laplace"]["same_token_share"] == 1.0 and rows["laplace"]["max_codebook_gap"] < 1e-4
+    # eq. (5) as written leaves unused tokens in place; the library drags them to the origin
+    assert rows["eq5"]["max_codebook_gap"] > 0.1 and rows["eq5"]["ours_at_origin"] == 0
+
+
+# ------------------------------------------------------------------ a notebook's start and its run list
+def test_setup_reads_exactly_the_notebook_s_parameters_from_its_namespace():
+    names = config.notebook_config("02_tokens_collapse_synthetic", "ci").parameter_names()
+    namespace = {**{name: None for name in names}, "seeds": [4, 5], "unrelated": 3, "profile": "ignored"}
+    cfg = ex.setup("02_tokens_collapse_synthetic", "ci", namespace)
+    assert cfg.seeds == [4, 5] and cfg.dims == config.PRESETS["02_tokens_collapse_synthetic"]["ci"].dims
+    assert cfg.threads >= 1 and cfg.started > 0 and cfg.executor in ("local", "ray")
+    del namespace["dims"]
+    with pytest.raises(ConfigError, match=r"parameters cell of 02_tokens_collapse_synthetic does not define \['dims'\]"):
+        ex.setup("02_tokens_collapse_synthetic", "ci", namespace)
+
+
+def _sweep_names(source: str) -> set:
+    import re
+
+    return set(re.findall(r'(?:run_sweep|remedy_runs)\(run_list, "([^"]+)"', source))
+
+
+@pytest.mark.parametrize("notebook", sorted(config.PRESETS))
+def test_each_notebook_runs_every_sweep_of_its_run_list_and_only_those(notebook):
+    from conftest import REPO
+
+    source = (REPO / "notebooks" / f"{notebook}.py").read_text()
+    listed = set(ex.run_list(config.notebook_config(notebook, "ci")))
+    named = _sweep_names(source) or {n for n in listed if f'"{n}"' in source}
+    assert named == listed, (named, listed)
+
+
+def test_06_run_list_applies_every_recipe_to_the_same_base_runs():
+    cfg = config.notebook_config("06_remedies", "ci", remedies=["ema", "restart"])
+    runs = ex.run_list(cfg)["synthetic runs"]
+    half = len(runs) // 2
+    assert [c.quantizer for c in runs[:half]] == ["ema"] * half and {c.quantizer for c in runs[half:]} == {
+        "vq-lib-restart"}
+    assert [(c.dim, c.seed) for c in runs[:half]] == [(c.dim, c.seed) for c in runs[half:]]
+
+
+def test_select_and_rows_refuse_a_key_the_runs_do_not_have():
+    from vqpaper.train import RunResult
+
+    runs = [RunResult(config={"dim": 2, "seed": s}, metrics={"mse": 0.1 * s}) for s in (1, 0)]
+    assert [r.config["seed"] for r in ex.select(runs, dim=2)] == [0, 1]
+    with pytest.raises(ConfigError, match="no config key 'dimension'"):
+        ex.select(runs, dimension=2)
+    with pytest.raises(ConfigError, match="no config key 'method'"):
+        ex.rows(runs, keys=("dim", "method"))
+
+
+def test_a_single_seed_is_tabled_with_an_unknown_spread():
+    rows = [{"k": 16, "m": "a", "mse": 0.25}, {"k": 32, "m": "a", "mse": 0.5}, {"k": 32, "m": "a", "mse": 0.75}]
+    s = ex.summary(rows, ["k", "m"], ["mse"])
+    assert s["16/a"]["mse"]["std"] is None and s["32/a"]["mse"]["std"] > 0
+    frame = ex.summary_frame(rows, ["k", "m"], ["mse"])
+    assert list(frame["mse"]) == ["0.25 (sd unknown, 1 seed)", "0.625 ± 0.18"]
+
+
+def test_record_writes_the_notebook_s_provenance(tmp_path, monkeypatch):
+    import json
+
+    from vqpaper import paths
+
+    monkeypatch.setattr(paths, "RESULTS", tmp_path)
+    names = config.notebook_config("01_preliminaries", "ci").parameter_names()
+    cfg = ex.setup("01_preliminaries", "ci", {name: None for name in names})
+    record = json.loads(ex.record(cfg, "fig-x", {"a": 1.0}, seeds=[0]).read_text())
+    assert record["notebook"] == "01_preliminaries" and record["profile"] == "ci" and record["seeds"] == [0]
+    assert record["params"] == {**cfg.parameters()} and record["params"]["profile"] == "ci"
+    assert record["provenance"]["environment"]["executor"] == cfg.executor
