@@ -5,8 +5,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = Path(os.environ.get("VQPAPER_BUILD", ROOT / "_build")).resolve()
-RESULTS = BUILD / "results"
-FIGURES = BUILD / "figures"
+#: A notebook's kernel started by ``vqpaper.runner`` writes its results and figures into this
+#: staging folder (``VQPAPER_STAGE``); the runner moves them into BUILD only when the whole
+#: notebook succeeded, so a failed run leaves the last good results and pages as they were.
+STAGE = Path(os.environ["VQPAPER_STAGE"]).resolve() if os.environ.get("VQPAPER_STAGE") else None
+RESULTS = (STAGE or BUILD) / "results"
+FIGURES = (STAGE or BUILD) / "figures"
 EXECUTED = BUILD / "executed"
 CACHE = Path(os.environ.get("VQPAPER_CACHE", BUILD / "cache")).resolve()
 NOTEBOOKS = ROOT / "notebooks"

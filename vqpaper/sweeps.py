@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import paths
 from .train import RunResult, default_precision, run_cifar, run_synthetic
@@ -175,26 +176,22 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
         else:
             first_of[directory] = i
             tasks.append((i, cfg, runner))
-    try:
-        from tqdm import tqdm
-        bar = tqdm(total=len(configs), desc=desc, disable=not progress)
-    except ImportError:  # pragma: no cover
-        bar = None
+    # One step per run (unit "run": vqpaper.progress tells this bar from a run's epoch bar); the
+    # stored points count from the start (``initial``), so the ETA (smoothing=0: the mean over the
+    # runs trained here) comes from the runs finished so far, not from cache reads that took no time.
+    bar = tqdm(total=len(configs), initial=len(configs) - len(tasks), desc=desc, unit="run", smoothing=0,
+               disable=not progress)
 
     def done(index: int, result: RunResult):
         if use_cache:
             save_result(result, directories[index])
         results[index] = result
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
 
-    if bar is not None:
-        bar.update(len(configs) - len(tasks))  # stored points, and repeats read back at the end
     try:
-        get_executor(executor).run(tasks, data, precision, done)
+        get_executor(executor).run(tasks, data, precision, done, progress=progress)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     for i, first in duplicates:
         results[i] = _load_cached(directories[first])
     return results
