@@ -7,18 +7,23 @@ kernel's output to as it arrives (``stdout_file`` / ``stderr_file``): it reads t
 the trainer's internals, keeps a :class:`State`, and passes every other line to the log.
 :func:`line` turns a state into the line shown on the terminal and written to the log::
 
-    02_tokens_collapse_synthetic | Tokens collapse | synthetic runs 13/54 | 3-D pretrained h32 seed 1
+    02_tokens_collapse_synthetic | Train both recipes | synthetic runs: run 13/54 | 3-D pretrained h32 seed 1
     VQ fine-tune epoch 7/15 | ETA 0:41 | 1:12 elapsed
 
 :class:`Throttle` decides when a line is worth writing where nobody watches a live bar (a log
-file, CI output): at a new section or sweep, when a sweep ends, else at most every few seconds.
+file, CI output): at a new section or sweep, at the first ETA, when a sweep ends, else at most
+every few seconds. :class:`Display` shows the lines of the notebooks running at once: a tqdm
+line each on a terminal, throttled lines elsewhere.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
+
+from tqdm import tqdm
 
 #: Every tqdm bar's text, as its default format writes it: "desc: 40%|####  | 12/30 [00:05<00:07, 2.4it/s, x=1]"
 BAR = re.compile(r"^(?:(?P<desc>.*):\s+)?(?P<pct>\d+)%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s+"
@@ -80,8 +85,8 @@ def line(state: State, now: Optional[float] = None) -> str:
         parts.append(state.section if len(state.section) <= 40 else state.section[:39] + "…")
     sweep = state.sweep
     if sweep is not None:
-        parts.append(f"{sweep.desc or 'runs'} {sweep.n}/{sweep.total}" +
-                     (" done" if sweep.n >= sweep.total else ""))
+        parts.append(f"{sweep.desc + ': ' if sweep.desc else ''}run {sweep.n}/{sweep.total}"
+                     + (" done" if sweep.n >= sweep.total else ""))
     if state.run is not None and (sweep is None or sweep.n < sweep.total):
         parts.append(f"{state.run.desc} epoch {state.run.n}/{state.run.total}".strip())
     if sweep is not None and sweep.n < sweep.total:
@@ -157,7 +162,8 @@ class KernelOutput:
         if SWEEP_UNIT.search(m["rest"] or ""):
             old = self.state.sweep
             milestone = (old is None or (old.desc, old.total) != (bar.desc, bar.total) or bar.n < old.n
-                         or bar.n >= bar.total > old.n)
+                         or bar.n >= bar.total > old.n                                 # finished
+                         or (old.remaining_s is None and bar.remaining_s is not None))  # the first ETA
             if old is not None and bar.n != old.n:
                 self.state.run = None  # that run ended
             self.state.sweep = bar
@@ -191,3 +197,63 @@ class Throttle:
         """A change was held back and ``every_s`` has passed since the last line."""
         now = now or time.time()
         return self.due.get(name, False) and now - self.last.get(name, float("-inf")) >= self.every_s
+
+
+class Display:
+    """The terminal: one tqdm line per running notebook on a tty; elsewhere a line now and then."""
+
+    def __init__(self, out, live: bool, every_s: float):
+        self.out, self.live, self.throttle = out, live, Throttle(every_s)
+        self.states: dict[str, State] = {}
+        self.bars: dict[str, Any] = {}
+        self.positions: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def update(self, state: State, milestone: bool) -> None:
+        with self.lock:
+            self.states[state.name] = state
+            if self.live:
+                self._bar(state.name)
+            elif self.throttle(state.name, milestone):
+                print(line(state), file=self.out, flush=True)
+
+    def tick(self) -> None:
+        """Once a second: live bars count down their ETA; elsewhere a held-back change is written."""
+        with self.lock:
+            for name, state in self.states.items():
+                if self.live:
+                    self._bar(name)
+                elif self.throttle.overdue(name):
+                    self.throttle(name, True)
+                    print(line(state), file=self.out, flush=True)
+
+    def done(self, name: str, ok: bool, wall_time_s: float, error: str = "") -> None:
+        """The notebook ended: its line goes, an ``ok``/``FAIL`` line stays."""
+        text = f"  {'ok  ' if ok else 'FAIL'}  {name:<36} {wall_time_s:8.1f} s"
+        if error:
+            text += "\n        " + error.replace("\n", "\n        ")
+        with self.lock:
+            self.states.pop(name, None)
+            bar = self.bars.pop(name, None)
+            self.positions.pop(name, None)
+            if bar is not None:
+                bar.close()
+            if self.live:
+                tqdm.write(text, file=self.out)
+            else:
+                print(text, file=self.out, flush=True)
+
+    def close(self) -> None:
+        with self.lock:
+            for bar in self.bars.values():
+                bar.close()
+            self.bars.clear()
+
+    def _bar(self, name: str) -> None:
+        bar = self.bars.get(name)
+        if bar is None:
+            used = set(self.positions.values())
+            position = self.positions[name] = next(i for i in range(len(used) + 1) if i not in used)
+            bar = self.bars[name] = tqdm(total=0, position=position, bar_format="{desc}", leave=False,
+                                         file=self.out, dynamic_ncols=True)
+        bar.set_description_str(line(self.states[name]), refresh=True)
