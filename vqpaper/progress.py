@@ -74,12 +74,12 @@ class State:
         """The sweep's ETA now: tqdm's estimate at its last print, less the time since."""
         if self.sweep is None or self.sweep.remaining_s is None or self.sweep.n >= self.sweep.total:
             return None
-        return max(self.sweep.remaining_s - ((now or time.time()) - self.sweep.seen_at), 0.0)
+        return max(self.sweep.remaining_s - ((time.time() if now is None else now) - self.sweep.seen_at), 0.0)
 
 
 def line(state: State, now: Optional[float] = None) -> str:
     """One line: notebook | section | sweep i/N | run's epoch e/E | ETA | elapsed."""
-    now = now or time.time()
+    now = time.time() if now is None else now
     parts = [state.name]
     if state.section:
         parts.append(state.section if len(state.section) <= 40 else state.section[:39] + "…")
@@ -185,7 +185,7 @@ class Throttle:
         self.due: dict[str, bool] = {}
 
     def __call__(self, name: str, milestone: bool, now: Optional[float] = None) -> bool:
-        now = now or time.time()
+        now = time.time() if now is None else now
         if milestone or now - self.last.get(name, float("-inf")) >= self.every_s:
             self.last[name] = now
             self.due[name] = False
@@ -195,7 +195,7 @@ class Throttle:
 
     def overdue(self, name: str, now: Optional[float] = None) -> bool:
         """A change was held back and ``every_s`` has passed since the last line."""
-        now = now or time.time()
+        now = time.time() if now is None else now
         return self.due.get(name, False) and now - self.last.get(name, float("-inf")) >= self.every_s
 
 
