@@ -3,7 +3,8 @@
 Modules, one idea each: ``quantizers`` (EMA-VQ, SimVQ, K-means), ``models``, ``train``,
 ``data``, ``metrics`` (collapse metrics), ``plots``, ``sweeps`` (cached, resumable runs),
 ``claims`` (the paper's claims as checks), ``results``/``regression`` (recorded numbers),
-``book`` (glue), ``config`` (profiles, parameter checks), ``cli``.
+``book`` (glue), ``config`` (profiles, parameter checks), ``runner`` (notebook execution) with
+``progress`` (what a running notebook is doing), ``cli``.
 """
 __version__ = "0.1.0"
 

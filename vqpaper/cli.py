@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import paths, runner
-from .config import DEFAULT_THREADS, PROFILES
+from . import paths, regression, runner
+from .config import DEFAULT_THREADS, PROFILES, set_threads
 from .errors import ConfigError
+from .executors import EXECUTORS
 from .runner import RunnerError, _rel
 
 PRECISIONS = ("float32", "tf32", "bf16")  # train.PRECISIONS, without importing the trainer for --help
@@ -91,19 +92,17 @@ def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def _report(args: argparse.Namespace, mode: str):
-    from . import regression
-
     results, references = _dirs(args)
     if not any(results.glob("*.json")):
         raise RunnerError(f"no recorded results in {results}; run the notebooks first "
                           f"(`vqpaper book --profile {args.profile}` or `vqpaper run …`)")
     report = regression.check_dirs(references, results, notebooks=runner.notebook_stems(args.notebook), mode=mode)
     print(f"results {_rel(results)} vs references {_rel(references)}")
-    return regression, results, references, report
+    return results, references, report
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    regression, _, references, report = _report(args, args.mode)
+    _, references, report = _report(args, args.mode)
     if not any(references.glob("*.json")):
         raise RunnerError(f"no references in {references}; create them with "
                           f"`vqpaper references --profile {args.profile} --accept`")
@@ -112,7 +111,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_references(args: argparse.Namespace) -> int:
-    regression, results, references, report = _report(args, "same")  # accepted = exactly these numbers
+    results, references, report = _report(args, "same")  # accepted = exactly these numbers
     print(regression.format_table(report.mismatches))
     if not args.accept:
         if report.mismatches:
@@ -125,7 +124,7 @@ def cmd_references(args: argparse.Namespace) -> int:
 
 
 def cmd_clean_cache(args: argparse.Namespace) -> int:
-    from .sweeps import clear_cache
+    from .sweeps import clear_cache  # imports the trainer: only this command needs it
 
     existed = paths.CACHE.exists()
     n = clear_cache()
@@ -136,7 +135,7 @@ def cmd_clean_cache(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """``vqpaper diagnose run.npz [-o report.html]``: the collapse report of any VQ model's arrays."""
-    from .diagnose import ARRAYS, REQUIRED, diagnose, load_arrays
+    from .diagnose import ARRAYS, REQUIRED, diagnose, load_arrays  # matplotlib and the metrics: only here
 
     source = Path(args.arrays)
     out = Path(args.output) if args.output else Path(f"{source.resolve().name.removesuffix('.npz')}-diagnosis.html")
@@ -153,8 +152,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """``vqpaper plan``: every run the book would execute, what is cached, and the time it would take."""
-    from . import plan
-    from .config import set_threads
+    from . import plan  # imports the trainer and the run lists: only this command needs them
 
     if args.gpus < 1:
         raise RunnerError(f"--gpus must be at least 1, got {args.gpus}", code=2)
@@ -165,7 +163,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         note = (f"CIFAR-10: {n_train:,} / {n_test:,} images, as the {args.profile} profile implies; CIFAR runs not "
                 "looked up in the cache (their key hashes the pixels: pass --cifar10 PATH)")
         if args.cifar10:
-            from .data import load_cifar10
+            from .data import load_cifar10  # only with --cifar10
 
             data = load_cifar10(args.cifar10, download=False)
             note = (f"CIFAR-10: {data.n_train:,} / {data.n_test:,} images from {args.cifar10} "
@@ -182,8 +180,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------- parser
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    from .executors import EXECUTORS
-
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="a parameter of the notebook; VALUE is text such as 3, 0.5, \"[16, 256]\", True or cpu, "
                         "parsed and checked (config.parse_value, notebook_config) before a kernel starts")

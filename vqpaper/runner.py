@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
+import importlib
 import json
 import multiprocessing
 import os
@@ -37,8 +39,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+import yaml
+
 from . import paths, progress
 from .errors import ConfigError
+from .executors import book_instance
+from .results import git_commit
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.py"
 
@@ -128,8 +134,6 @@ def notebook_stems(names: Sequence[str] | None) -> list[str] | None:
 
 def _book_extra(module: str):
     """Import a package of the ``book`` extra, or say how to install it (no traceback)."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -306,7 +310,8 @@ def execute(job: Job, report: Callable[[progress.State, bool], None] | None = No
     stage.mkdir(parents=True)
 
     state, throttle = progress.State(name), progress.Throttle(every_s)
-    log = log_path.open("a", buffering=1)
+    log_path.write_text("")
+    log = log_path.open("a", buffering=1)  # appending: the kernel may write to the same file (_work)
 
     def on_state(st: progress.State, milestone: bool) -> None:
         if throttle(name, milestone):
@@ -361,7 +366,7 @@ def execute(job: Job, report: Callable[[progress.State, bool], None] | None = No
 
 
 def _describe_failure(name: str, exc: Exception, failed: Path, timeout_s: Optional[float]) -> str:
-    from papermill.exceptions import PapermillExecutionError
+    from papermill.exceptions import PapermillExecutionError  # the book extra: present once execute ran
 
     if isinstance(exc, PapermillExecutionError):
         first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
@@ -417,8 +422,6 @@ def executor_environment(name: Optional[str] = None, address: Optional[str] = No
                          gpus_per_run=None, precision: Optional[str] = None):
     """The environment that carries the executor and precision to every kernel; with Ray and no cluster,
     one local instance for all the notebooks, stopped at the end (``executors.book_instance``)."""
-    from .executors import book_instance
-
     with contextlib.ExitStack() as stack:
         try:
             env = dict(stack.enter_context(book_instance(name, address, cpus_per_run=cpus_per_run,
@@ -439,7 +442,7 @@ def _work(job: Job) -> Outcome:
     """A pool worker's task: ``execute`` with this process's and the kernel's output in the log."""
     log_path = job.build / "logs" / f"{job.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text("")
+    log_path.touch()
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -527,8 +530,6 @@ def run_notebooks(jobs: Sequence[Job], *, workers: int = 2, on_done: Callable[[O
 
 def book_notebooks() -> list[str]:
     """The executed notebooks ``_toc.yml`` lists (``book/notebooks/NN_name``), in order."""
-    import yaml
-
     toc = yaml.safe_load((paths.ROOT / "_toc.yml").read_text())
     files = [entry["file"] for entry in toc.get("chapters", []) if "file" in entry]
     return [Path(f).name for f in files if f.startswith("book/notebooks/")]
@@ -551,8 +552,6 @@ def stage_site(build: Path | None = None, config_overrides: Mapping | None = Non
     ``_config.yml`` is written with ``config_overrides`` deep-merged into it (e.g. a repository
     URL and launch buttons); the local Sphinx extension is loaded from this checkout.
     """
-    import yaml
-
     build = Path(build or paths.BUILD)
     names = book_notebooks()
     missing = [n for n in names if not (build / "executed" / f"{n}.ipynb").is_file()]
@@ -615,10 +614,6 @@ class BookTimings:
 
     def write(self, build: Path, book_build_s: float | None = None, total_s: float | None = None,
               book_ok: bool | None = None) -> Path:
-        import datetime
-
-        from .results import git_commit
-
         path = Path(build) / "bench" / "book.json"
         notebooks = {o.name: {"wall_time_s": round(o.wall_time_s, 2), "ok": o.ok} for o in self.outcomes}
         data = {"profile": self.profile, "jobs": self.jobs, "threads": self.threads, "commit": git_commit(),
