@@ -7,8 +7,8 @@ kernel's output to as it arrives (``stdout_file`` / ``stderr_file``): it reads t
 the trainer's internals, keeps a :class:`State`, and passes every other line to the log.
 :func:`line` turns a state into the line shown on the terminal and written to the log::
 
-    02_tokens_collapse_synthetic | Train both recipes | synthetic runs: run 13/54 | 3-D pretrained h32 seed 1
-    VQ fine-tune epoch 7/15 | ETA 0:41 | 1:12 elapsed
+    02_tokens_collapse_synthetic | synthetic runs: run 13/54 | ETA 0:41 | 3-D pretrained h32 seed 1 VQ fine-tune
+    epoch 7/15 | Train both recipes | 1:12 elapsed
 
 :class:`Throttle` decides when a line is worth writing where nobody watches a live bar (a log
 file, CI output): at a new section or sweep, at the first ETA, when a sweep ends, else at most
@@ -78,20 +78,24 @@ class State:
 
 
 def line(state: State, now: Optional[float] = None) -> str:
-    """One line: notebook | section | sweep i/N | run's epoch e/E | ETA | elapsed."""
+    """One line: notebook | sweep's run i/N | ETA | the run's epoch e/E | section | elapsed.
+
+    What matters most comes first: a terminal narrower than the line cuts its end.
+    """
     now = time.time() if now is None else now
     parts = [state.name]
-    if state.section:
-        parts.append(state.section if len(state.section) <= 40 else state.section[:39] + "…")
     sweep = state.sweep
+    running = sweep is not None and sweep.n < sweep.total
     if sweep is not None:
         parts.append(f"{sweep.desc + ': ' if sweep.desc else ''}run {sweep.n}/{sweep.total}"
-                     + (" done" if sweep.n >= sweep.total else ""))
-    if state.run is not None and (sweep is None or sweep.n < sweep.total):
-        parts.append(f"{state.run.desc} epoch {state.run.n}/{state.run.total}".strip())
-    if sweep is not None and sweep.n < sweep.total:
+                     + ("" if running else " done"))
+    if running:
         eta = state.eta_s(now)
         parts.append(f"ETA {clock(eta)}" if eta is not None else "ETA ? (after the first run)")
+    if state.run is not None and (sweep is None or running):
+        parts.append(f"{state.run.desc} epoch {state.run.n}/{state.run.total}".strip())
+    if state.section:
+        parts.append(state.section if len(state.section) <= 40 else state.section[:39] + "…")
     parts.append(f"{clock(now - state.started)} elapsed")
     return " | ".join(parts)
 
