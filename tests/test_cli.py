@@ -370,3 +370,31 @@ def test_run_prints_progress_with_an_eta(tmp_path):
     assert "\r" not in proc.stdout and "\r" not in log, "carriage-return fragments on a non-terminal"
     after = {p: p.stat().st_mtime_ns for p in default.glob("*/*") if p.parent.name in ("executed", "results", "html")}
     assert after == before, "a run into another build folder changed the default one"
+
+
+SLEEPY = '''# %% tags=["parameters"]
+profile = "ci"
+
+# %%
+import time
+time.sleep(1)
+
+# %%
+time.sleep(600)
+'''
+
+
+@pytest.mark.slow  # one kernel: ~15 s
+@pytest.mark.timeout(240)
+def test_a_notebook_is_stopped_at_its_wall_clock_limit(tmp_path):
+    """The limit is the whole notebook's: each cell may take what is left of it."""
+    nb = tmp_path / "sleepy.py"
+    nb.write_text(SLEEPY)
+    job = runner.prepare(nb, "ci", build=tmp_path / "build", timeout_s=20)
+    assert job.timeout_s == 20 and runner.timeout_for("02_tokens_collapse_synthetic", "ci") > 600
+    assert runner.timeout_for("02_tokens_collapse_synthetic", "ci", 0) is None
+    started = time.perf_counter()
+    [outcome] = runner.run_notebooks([job], workers=1, out=io.StringIO())
+    assert not outcome.ok and "longer than its limit of 20 s" in outcome.error, outcome.error
+    assert time.perf_counter() - started < 120
+    assert not (tmp_path / "build" / "executed" / "sleepy.ipynb").exists()
