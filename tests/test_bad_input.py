@@ -279,7 +279,7 @@ NOTEBOOK = paths.NOTEBOOKS / f"{NB02}.py"
 @pytest.mark.slow  # the command in a process: a few seconds
 @pytest.mark.timeout(300)
 def test_vqpaper_run_with_wrong_type_fails_fast_naming_the_parameter(tmp_path):
-    """``vqpaper run notebooks/02_….py -p seeds 3``: non-zero exit before any kernel starts, a message naming ``seeds``.
+    """``vqpaper run notebooks/02_….py -p seeds 3``: non-zero exit before any kernel, a message naming ``seeds``.
 
     The notebook is copied to a temporary folder and the build goes to one (VQPAPER_BUILD), so a
     failed run here cannot remove the book's executed copy of the notebook.

@@ -362,8 +362,8 @@ def test_run_prints_progress_with_an_eta(tmp_path):
                     "--progress-every", "0"], tmp_path / "build", timeout=280)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("01_preliminaries | ")]
-    assert any(re.search(r"\| Fig\. 2 runs: run \d/4 \| ETA \d+:\d\d \| .* epoch \d+/\d+ \| 6\. Fig\. 2", line) for line in lines), \
-        proc.stdout[-3000:]
+    pattern = r"\| Fig\. 2 runs: run \d/4 \| ETA \d+:\d\d \| .* epoch \d+/\d+ \| 6\. Fig\. 2"
+    assert any(re.search(pattern, line) for line in lines), proc.stdout[-3000:]
     assert any("Fig. 2 runs: run 4/4 done" in line for line in lines)
     log = (tmp_path / "build" / "logs" / "01_preliminaries.log").read_text()
     assert [line for line in log.splitlines() if line.startswith("01_preliminaries | ")], log[-2000:]

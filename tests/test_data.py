@@ -274,7 +274,7 @@ def test_lookup_order_without_a_location(tmp_path, monkeypatch, no_download):
     write_batches_folder(batches)
     for path in (shared, local):
         path.parent.mkdir(parents=True, exist_ok=True)
-    places = [write_npz(tmp_path / "argument.npz"), write_npz(tmp_path / "env.npz"), write_npz(shared), write_npz(local)]
+    places = [write_npz(p) for p in (tmp_path / "argument.npz", tmp_path / "env.npz", shared, local)]
     monkeypatch.setenv(ENV_VAR, str(places[1]))
     assert load_cifar10(places[0]).source == str(places[0].resolve())
     assert load_cifar10().source == str(places[1].resolve())

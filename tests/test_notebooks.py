@@ -47,7 +47,8 @@ def test_book_shows_progress_as_it_runs(executed_book):
         assert any(line.startswith(f"{name} | ") and re.search(r"\| ETA \d+:\d\d \|", line) for line in lines), \
             "\n".join(line for line in lines if line.startswith(name))
     if trained:
-        assert any(re.search(r"\| ETA \d+:\d\d \| .* epoch \d+/\d+ \| ", line) for line in lines), "\n".join(lines[-40:])
+        assert any(re.search(r"\| ETA \d+:\d\d \| .* epoch \d+/\d+ \| ", line) for line in lines), \
+            "\n".join(lines[-40:])
     assert "\r" not in executed_book["stdout"], "carriage-return fragments in non-terminal output"
     for name in NOTEBOOKS:
         log = (REPO / "_build" / "logs" / f"{name}.log").read_text()

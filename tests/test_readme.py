@@ -20,7 +20,8 @@ from vqpaper import paths
 
 pytestmark = pytest.mark.notebooks
 SECTION = "## Re-running a notebook with your own parameters"
-PROGRAMS = {".venv/bin/vqpaper": [sys.executable, "-m", "vqpaper.cli"], "vqpaper": [sys.executable, "-m", "vqpaper.cli"]}
+VQPAPER = [sys.executable, "-m", "vqpaper.cli"]  # what the console script runs
+PROGRAMS = {".venv/bin/vqpaper": VQPAPER, "vqpaper": VQPAPER}
 NB03 = "03_tokens_collapse_cifar10"
 
 

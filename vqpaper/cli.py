@@ -29,6 +29,7 @@ from .runner import RunnerError, _rel
 
 PRECISIONS = ("float32", "tf32", "bf16")  # train.PRECISIONS, without importing the trainer for --help
 
+
 def _texts(args: argparse.Namespace) -> dict[str, str]:
     """``-p NAME VALUE`` pairs as given: the text is parsed and checked by config (runner.prepare)."""
     return {name: value for name, value in args.param or []}
@@ -117,7 +118,8 @@ def cmd_references(args: argparse.Namespace) -> int:
         if report.mismatches:
             print("\nrun again with --accept to make these results the new references")
         return 0
-    for action, path in regression.accept_references(results, references, args.profile, runner.notebook_stems(args.notebook),
+    wanted = runner.notebook_stems(args.notebook)
+    for action, path in regression.accept_references(results, references, args.profile, wanted,
                                                      prune=args.prune, report=report):
         print(f"  {action:<8} {_rel(path)}")
     return 0
@@ -185,8 +187,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "parsed and checked (config.parse_value, notebook_config) before a kernel starts")
     _add_profile(p)
     p.add_argument("--timeout", type=float, help="seconds a whole notebook may run (default runner.TIMEOUT_S; 0: none)")
-    p.add_argument("--progress-every", type=float, default=runner.LINE_EVERY_S, metavar="S",
-                   help=f"off a terminal and in the logs, a progress line at most every S s (default {runner.LINE_EVERY_S:g})")
+    p.add_argument("--progress-every", type=float, default=runner.LINE_EVERY_S, metavar="S", help="off a terminal "
+                   f"and in the logs: a progress line at most every S s (default {runner.LINE_EVERY_S:g})")
     g = p.add_argument_group("where the runs go (vqpaper.executors)")
     g.add_argument("--executor", choices=EXECUTORS, help="local: in the kernel, one run after another; ray: every "
                    "run a Ray task; auto (default, env VQPAPER_EXECUTOR): ray with a cluster, a GPU or >= 8 cores")
