@@ -5,9 +5,8 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 PROFILE  ?= ci
 JOBS     ?= 2
-# Where CIFAR-10 comes from (see README): an explicit VQPAPER_CIFAR10 wins; otherwise the
-# shared real subset when it sits beside the checkout; otherwise torchvision downloads it.
-export VQPAPER_CIFAR10 ?= $(firstword $(wildcard ../shared/data/cifar10-subset.npz))
+# CIFAR-10: vqpaper.data.load_cifar10 finds it itself (README): VQPAPER_CIFAR10 if set, else the
+# shared subset beside the checkout (../shared/data/), else data/, else torchvision's download.
 export PYTHONHASHSEED := 0
 
 .PHONY: venv book test test-fast bench references check clean-cache clean browser
@@ -55,4 +54,4 @@ clean-cache: venv
 	$(BIN)/vqpaper clean-cache
 
 clean:
-	rm -rf _build book/notebooks
+	rm -rf _build book/notebooks   # book/notebooks: where builds before _build/site wrote

@@ -11,7 +11,7 @@ with ``--executor ray`` (one local Ray instance for all notebooks, as `vqpaper b
 and once with ``--executor local``, ``--jobs`` notebooks at a time, and reports both times and
 their ratio. Only the notebooks are timed: the HTML build does not depend on the executor.
 
-`vqpaper book` writes ``_build/bench/book.json`` (see ``cmd_book`` in ``vqpaper/cli.py``):
+`vqpaper book` writes ``_build/bench/book.json`` (``vqpaper.runner.BookTimings``):
 ``profile, jobs, threads, commit, cpu_count, created``, ``notebooks: {name: {wall_time_s, ok}}``,
 ``execute_s`` (elapsed for all notebooks, ``jobs`` at a time), ``book_build_s`` (jupyter-book),
 ``total_s`` (both; ``null`` when a notebook failed and the book was not built) and ``book_ok``.
@@ -23,6 +23,7 @@ failed, 2 no timings to report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -50,56 +51,37 @@ def run_book(profile: str, jobs: int) -> int:
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
 
-def _execute_child(nb: Path, profile: str, env: dict) -> tuple[str, bool, float, str]:
-    """One notebook in its own process, as `vqpaper book` runs it, but never copied into the book."""
-    import time
-
-    code = ("import sys; from pathlib import Path; from vqpaper.cli import execute; "
-            "execute(Path(sys.argv[1]), sys.argv[2], {}, book_copy=False)")
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, str(nb), profile], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    return nb.stem, proc.returncode == 0, time.perf_counter() - started, proc.stderr[-2000:]
-
-
 def compare_executors(profile: str, jobs: int, executors_: list[str], notebooks: list[str] | None = None) -> dict:
     """Wall time of all notebooks (``jobs`` at a time, cold cache) per executor; see the module doc."""
+    import io
     import tempfile
     import time
-    from concurrent.futures import ThreadPoolExecutor
 
+    from vqpaper import runner
     from vqpaper.config import DEFAULT_THREADS
-    from vqpaper.executors import book_instance
-    from vqpaper.runner import available_notebooks
 
-    nbs = [nb for nb in available_notebooks() if not notebooks or nb.stem[:2] in notebooks or nb.stem in notebooks]
+    nbs = [nb for nb in runner.available_notebooks() if not notebooks or nb.stem[:2] in notebooks
+           or nb.stem in notebooks]
     out = {}
     for name in executors_:
         with tempfile.TemporaryDirectory(prefix=f"vqpaper-bench-{name}-") as build:
-            env = dict(os.environ, VQPAPER_BUILD=build, VQPAPER_THREADS=os.environ.get("VQPAPER_THREADS")
-                       or str(DEFAULT_THREADS), VQPAPER_EXECUTOR=name)
-            env.pop("VQPAPER_CACHE", None)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+            threads = os.environ.get("VQPAPER_THREADS") or str(DEFAULT_THREADS)
+            cache = str(Path(build) / "cache")  # cold, whatever VQPAPER_CACHE says
+            prepared = [runner.prepare(nb, profile, build=Path(build),
+                                       env={"VQPAPER_THREADS": threads, "VQPAPER_CACHE": cache}) for nb in nbs]
             print(f"executor {name}: {len(nbs)} notebooks, {jobs} at a time, cold cache in {build}", flush=True)
             started = time.perf_counter()
-            saved = dict(os.environ)
-            os.environ.update(env)  # book_instance reads VQPAPER_EXECUTOR and starts Ray with this env
-            try:
-                with book_instance(name, None) as extra:
-                    env.update(extra)
-                    with ThreadPoolExecutor(max_workers=jobs) as pool:
-                        results = list(pool.map(lambda nb: _execute_child(nb, profile, env), nbs))
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+            with runner.executor_environment(name) as env:
+                results = runner.run_notebooks([dataclasses.replace(j, env={**j.env, **env}) for j in prepared],
+                                               workers=jobs, out=io.StringIO())
             total = time.perf_counter() - started
-        for stem, ok, wall, err in results:
-            print(f"  {'ok  ' if ok else 'FAIL'}  {stem:<36} {wall:8.1f} s", flush=True)
-            if not ok:
-                print("        " + err.strip().replace("\n", "\n        "), flush=True)
+        for o in sorted(results, key=lambda o: o.name):
+            print(f"  {'ok  ' if o.ok else 'FAIL'}  {o.name:<36} {o.wall_time_s:8.1f} s", flush=True)
+            if not o.ok:
+                print("        " + o.error.strip().replace("\n", "\n        "), flush=True)
         print(f"  all notebooks (elapsed, incl. starting and stopping Ray): {total:.1f} s", flush=True)
-        out[name] = {"total_s": round(total, 1), "ok": all(r[1] for r in results),
-                     "notebooks": {r[0]: round(r[2], 1) for r in results}}
+        out[name] = {"total_s": round(total, 1), "ok": all(o.ok for o in results),
+                     "notebooks": {o.name: round(o.wall_time_s, 1) for o in results}}
     if len(out) == 2:
         a, b = (out[k]["total_s"] for k in executors_)
         print(f"{executors_[0]} / {executors_[1]}: {a / b:.2f}", flush=True)

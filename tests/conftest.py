@@ -90,7 +90,8 @@ def executed_book():
     """Execute every notebook at the ci profile and build the HTML, once per test session.
 
     The notebook, regression, determinism, site and browser tests all reuse this one run
-    (``vqpaper book --profile ci``), so nothing is executed twice.
+    (``vqpaper book --profile ci``, its output captured as CI sees it: no terminal), so nothing
+    is executed twice. It writes ``_build/executed``, ``results``, ``logs``, ``site`` and ``html``.
     """
     if not _cifar_available():
         pytest.skip(f"{NO_CIFAR} data: set VQPAPER_CIFAR10 to an .npz or torchvision folder "
@@ -110,7 +111,8 @@ def executed_book():
 
 @pytest.fixture(scope="session")
 def built_book(executed_book):
-    """Path of the built HTML (``_build/html``); fails with the build's output if it did not build."""
+    """Path of the built HTML (``_build/html``, built from the staged ``_build/site``); fails with the
+    build's output if it did not build."""
     html = REPO / "_build" / "html"
     if executed_book["returncode"] != 0 or not (html / "index.html").is_file():
         pytest.fail("`vqpaper book --profile ci` failed:\n" + executed_book["stdout"][-3000:]

@@ -114,7 +114,8 @@ CONFIG_ROWS = [
     ("dims/token_dims lengths", nb(NB02, dims=[2, 3], token_dims=[1]), ConfigError,
      ["dims=[2, 3]", "token_dims=[1]", "same length"]),
     ("scratch_epochs=0", nb(NB02, scratch_epochs=0), ConfigError, ["scratch_epochs", "0", "positive"]),
-    ("scratch_epochs str", nb(NB02, scratch_epochs="10"), ConfigError, ["scratch_epochs", "'10'", "int"]),
+    # text is parsed (config.parse_value: the command line passes text), so "10" is 10, but "ten" is no int
+    ("scratch_epochs str", nb(NB02, scratch_epochs="ten"), ConfigError, ["scratch_epochs", "'ten'", "int"]),
     ("-p codebook_sizes 16", nb(NB03, codebook_sizes=16), ConfigError,
      ["codebook_sizes", "16", "list", "-p codebook_sizes"]),
     ("codebook_sizes [0]", nb(NB03, codebook_sizes=[0]), ConfigError, ["codebook_sizes", "0", "positive integer"]),
@@ -140,14 +141,11 @@ def test_bad_config_is_refused_before_training(call, exc, words, no_training, no
             f"message {message!r} does not mention {word!r}"
 
 
-def test_cli_parses_codebook_sizes_16_into_the_bad_value():
-    """``-p codebook_sizes 16`` is what papermill would inject: an int, refused by notebook_config."""
-    from vqpaper.cli import parse_overrides
-
-    overrides = parse_overrides([["codebook_sizes", "16"]])
-    assert overrides == {"codebook_sizes": 16}
+def test_cli_text_codebook_sizes_16_is_the_bad_value():
+    """``-p codebook_sizes 16``: the command line passes the text, config parses it into an int and refuses it."""
     with pytest.raises(ConfigError, match=r"codebook_sizes.*must be a list"):
-        notebook_config(NB03, "ci", **overrides)
+        notebook_config(NB03, "ci", codebook_sizes="16")
+    assert notebook_config(NB03, "ci", codebook_sizes="[16, 32]").codebook_sizes == [16, 32]
 
 
 # ------------------------------------------------------------------------- CIFAR data
@@ -278,10 +276,10 @@ def test_infinite_data_diverges_with_a_clear_message(monkeypatch):
 NOTEBOOK = paths.NOTEBOOKS / f"{NB02}.py"
 
 
-@pytest.mark.notebooks  # starts a kernel through papermill: ~10-15 s
+@pytest.mark.slow  # the command in a process: a few seconds
 @pytest.mark.timeout(300)
 def test_vqpaper_run_with_wrong_type_fails_fast_naming_the_parameter(tmp_path):
-    """``vqpaper run notebooks/02_….py -p seeds 3``: non-zero exit, seconds, a message naming ``seeds``.
+    """``vqpaper run notebooks/02_….py -p seeds 3``: non-zero exit before any kernel, a message naming ``seeds``.
 
     The notebook is copied to a temporary folder and the build goes to one (VQPAPER_BUILD), so a
     failed run here cannot remove the book's executed copy of the notebook.
@@ -307,3 +305,4 @@ def test_vqpaper_run_with_wrong_type_fails_fast_naming_the_parameter(tmp_path):
     assert "Traceback" not in output, output  # the CLI reports, it does not dump a stack
     assert wall < 120, f"took {wall:.0f} s: the bad parameter should stop the notebook at once"
     assert not list((tmp_path / "cache").glob("*")), "runs were stored: training started"
+    assert not (tmp_path / "build" / "logs").exists(), "a kernel was started: the check belongs before it"

@@ -3,17 +3,18 @@
 Prose and the results page name glue keys; if one of them only exists for the default
 parameters (say, the 2-D data), a re-run with other dimensions breaks the build. Here every
 notebook runs with small non-default parameters (other dims, sizes, widths, seeds), into a
-temporary build, and the real `_config.yml`, `_toc.yml` and `book/` pages are built from them
-with warnings as errors.
+temporary build folder, and the real `_config.yml`, `_toc.yml` and `book/` pages are staged
+there and built from them with warnings as errors.
 """
-import os
-import shutil
+import io
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import NOTEBOOKS, REPO, _cifar_available
+from vqpaper import runner
 
 pytestmark = pytest.mark.notebooks
 
@@ -52,39 +53,22 @@ def test_every_notebook_has_other_parameters_here():
 
 @pytest.fixture(scope="module")
 def rebuilt_book(tmp_path_factory):
+    """Every notebook with its other parameters (two at a time, cold cache) into a temporary build
+    folder, then the book staged and built from there (runner.build_book: BUILD/site -> BUILD/html)."""
     if not _cifar_available():
         pytest.skip("no CIFAR-10 data: set VQPAPER_CIFAR10 to an .npz or torchvision folder")
-    root = tmp_path_factory.mktemp("params")
-    build, src = root / "build", root / "src"
-    (src / "book" / "notebooks").mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(REPO / name, src / name)
-    for path in (REPO / "book").iterdir():
-        if path.is_file():
-            shutil.copy(path, src / "book" / path.name)
-    shutil.copytree(REPO / "book" / "_static", src / "book" / "_static")
-    env = dict(os.environ, VQPAPER_BUILD=str(build), VQPAPER_NO_CACHE="1")
-    subset = REPO.parent / "shared" / "data" / "cifar10-subset.npz"
-    if not env.get("VQPAPER_CIFAR10") and subset.is_file():
-        env["VQPAPER_CIFAR10"] = str(subset)
-    code = ("import sys, json; from pathlib import Path; from vqpaper.cli import execute; "
-            "execute(Path(f'notebooks/{sys.argv[1]}.py'), 'ci', json.loads(sys.argv[2]), book_copy=False)")
-    import json
-    failures = {}
-    for name in NOTEBOOKS:
-        params = OTHER_PARAMETERS.get(name, {})
-        proc = subprocess.run([sys.executable, "-c", code, name, json.dumps(params)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            failures[name] = (proc.stdout + proc.stderr)[-3000:]
-            continue
-        shutil.copy(build / "executed" / f"{name}.ipynb", src / "book" / "notebooks" / f"{name}.ipynb")
-    proc = None
+    build = tmp_path_factory.mktemp("params") / "build"
+    jobs = [runner.prepare(name, "ci", OTHER_PARAMETERS.get(name, {}), build=build,
+                           env={"VQPAPER_NO_CACHE": "1"})
+            for name in NOTEBOOKS]
+    outcomes = runner.run_notebooks(jobs, workers=2, out=io.StringIO())
+    failures = {o.name: o.error + "\n" + Path(o.log).read_text()[-3000:] for o in outcomes if not o.ok}
+    code = None
     if not failures:
-        script = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()"]
-        proc = subprocess.run(script + ["build", str(src), "--builder", "html", "-W", "-n", "--keep-going"],
-                              env=env, capture_output=True, text=True, timeout=600)
-    return {"failures": failures, "build": proc, "html": src / "_build" / "html"}
+        code = subprocess.run([sys.executable, "-c", "import sys; from vqpaper import runner; "
+                               "sys.exit(runner.build_book(sys.argv[1]))", str(build)],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+    return {"failures": failures, "build": code, "html": build / "html"}
 
 
 def test_notebooks_run_with_other_parameters(rebuilt_book):

@@ -1,12 +1,15 @@
 """The vqpaper command: parameter parsing, notebook lookup, and papermill runs of tiny notebooks."""
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
-from vqpaper import cli, paths
+from vqpaper import cli, config, paths, runner
 
 TINY = '''# %% [markdown]
 # A throw-away notebook for the CLI tests.
@@ -41,6 +44,7 @@ boom()
 
 def run_cli(args, build, timeout=180):
     env = dict(os.environ, VQPAPER_BUILD=str(build))
+    env.pop("VQPAPER_CACHE", None)  # the build folder's own cache: cold
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.ROOT), env.get("PYTHONPATH")) if p)
     return subprocess.run([sys.executable, "-m", "vqpaper.cli", *args], cwd=paths.ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -64,17 +68,49 @@ def run_cli(args, build, timeout=180):
     ("two words", "two words"),
 ])
 def test_parse_value(text, expected):
-    value = cli.parse_value(text)
+    """`-p` text has one parser, on the config floor; the command line passes text."""
+    value = config.parse_value(text)
     assert value == expected and type(value) is type(expected)
 
 
-def test_parse_overrides_rejects_profile_and_bad_names():
-    assert cli.parse_overrides([["seeds", "[0, 1]"], ["device", "cuda"]]) == {
-        "seeds": [0, 1], "device": "cuda"}
-    with pytest.raises(cli.CLIError, match="--profile"):
-        cli.parse_overrides([["profile", "paper"]])
-    with pytest.raises(cli.CLIError, match="identifier"):
-        cli.parse_overrides([["not-a-name", "1"]])
+def test_prepare_refuses_profile_and_bad_names_before_any_kernel(tmp_path):
+    nb = tmp_path / "tiny.py"
+    nb.write_text(TINY)
+    job = runner.prepare(nb, "ci", {"sizes": "[0, 1]", "label": "cuda"}, build=tmp_path / "build")
+    assert job.parameters == {"sizes": [0, 1], "label": "cuda"} and job.name == "tiny"
+    with pytest.raises(runner.RunnerError, match="--profile"):
+        runner.prepare(nb, "ci", {"profile": "paper"}, build=tmp_path / "build")
+    with pytest.raises(runner.RunnerError, match="identifier"):
+        runner.prepare(nb, "ci", {"not-a-name": "1"}, build=tmp_path / "build")
+
+
+def test_book_notebook_values_are_checked_before_any_kernel(tmp_path, monkeypatch, capsys):
+    """A wrong type is reported by config at once, naming the parameter (no kernel start)."""
+    monkeypatch.setattr(paths, "BUILD", tmp_path / "build")
+    started = time.perf_counter()
+    assert cli.main(["run", "03", "-p", "codebook_sizes", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "ConfigError" in err and "codebook_sizes" in err and "must be a list" in err, err
+    assert time.perf_counter() - started < 30
+    with pytest.raises(runner.RunnerError, match="device"):
+        runner.prepare("02", "ci", {"device": "tpu"}, build=tmp_path / "build")
+
+
+def test_run_help_lists_the_notebooks_parameters(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "02", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "parameters of 02_tokens_collapse_synthetic" in out
+    rows = {line.split()[0]: line for line in out.split("parameters of")[1].splitlines()[1:]
+            if line.strip() and not line.strip().startswith("ci:")}
+    for name in ("dims", "token_dims", "seeds"):
+        assert name in rows, out
+    assert "data dimensions" in rows["dims"]
+    assert "ci: [0, 1, 2]   paper: [0, 1, 2, 3, 4]   allowed: a list of integers >= 0" in out
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])  # no notebook: the plain help
+    assert "parameters of" not in capsys.readouterr().out
 
 
 def test_unknown_notebook_lists_the_available_ones(capsys):
@@ -82,7 +118,7 @@ def test_unknown_notebook_lists_the_available_ones(capsys):
     err = capsys.readouterr().err
     assert "unknown notebook 'does_not_exist'" in err
     assert "available notebooks" in err
-    for nb in cli.available_notebooks():
+    for nb in runner.available_notebooks():
         assert nb.name in err
 
 
@@ -128,8 +164,8 @@ def test_run_injects_parameters_and_records(tmp_path):
     assert (build / "executed" / "tiny.ipynb").is_file()
     assert not list((build / "executed").glob("tiny.*.ipynb"))
     assert (build / "jupytext" / "tiny.ipynb").is_file()
-    # only the book's own notebooks (notebooks/NN_name.py) are copied into the book
-    assert not (cli.BOOK_NOTEBOOKS / "tiny.ipynb").exists()
+    assert (build / "logs" / "tiny.log").read_text().rstrip().endswith(" s"), "the log ends with the outcome"
+    assert not (paths.ROOT / "book" / "notebooks").exists(), "the source tree is never written"
 
 
 @pytest.mark.timeout(240)
@@ -171,13 +207,84 @@ def _fake_executed_notebook(name, figure_id, png):
     return nb
 
 
+RECORDS_THEN_FAILS = '''# %% tags=["parameters"]
+profile = "ci"
+x = 1
+figure = "fig-cli-test"
+fail = False
+
+# %%
+from vqpaper import plots, results
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots()
+plots.save_figure(fig, figure)
+results.record(figure, {"x": x}, notebook="stages", profile=profile)
+
+# %%
+if fail:
+    raise ValueError("asked to fail after recording")
+'''
+
+
+def _run(nb, build, **texts):
+    job = runner.prepare(nb, "ci", texts, build=build)
+    [outcome] = runner.run_notebooks([job], workers=1, out=io.StringIO())
+    return outcome
+
+
+@pytest.mark.slow  # three kernels: ~30 s
+@pytest.mark.timeout(300)
+def test_a_failed_run_leaves_the_last_good_results_and_page(tmp_path):
+    """Results and figures wait in a staging folder until every cell ran; a success removes stale ones."""
+    nb, build = tmp_path / "stages.py", tmp_path / "build"
+    nb.write_text(RECORDS_THEN_FAILS)
+    assert _run(nb, build, x="1").ok
+    page, result = build / "executed" / "stages.ipynb", build / "results" / "fig-cli-test.json"
+    before = {p: p.read_bytes() for p in (page, result, build / "figures" / "fig-cli-test.png")}
+
+    outcome = _run(nb, build, x="2", fail="True")
+    assert not outcome.ok and "asked to fail after recording" in outcome.error
+    assert {p: p.read_bytes() for p in before} == before, "a failed run changed the last good outputs"
+    assert (build / "executed" / "stages.failed.ipynb").is_file() and not (build / "staging").exists()
+    assert "ValueError: asked to fail after recording" in (build / "logs" / "stages.log").read_text()
+
+    assert _run(nb, build, x="3", figure="fig-cli-other").ok
+    assert not result.exists() and not (build / "figures" / "fig-cli-test.png").exists(), "stale outputs stayed"
+    assert json.loads((build / "results" / "fig-cli-other.json").read_text())["values"] == {"x": 3}
+    assert page.read_bytes() != before[page] and not (build / "executed" / "stages.failed.ipynb").exists()
+
+
+def test_site_is_staged_under_the_build_folder_with_config_overrides(tmp_path):
+    """The book's source and its executed notebooks go to BUILD/site; overrides merge into _config.yml."""
+    import yaml
+
+    build = tmp_path / "build"
+    with pytest.raises(runner.RunnerError, match="no executed notebook"):
+        runner.stage_site(build)
+    names = runner.book_notebooks()
+    assert names == [nb.stem for nb in runner.available_notebooks()]
+    (build / "executed").mkdir(parents=True)
+    for name in names:
+        (build / "executed" / f"{name}.ipynb").write_text("{}")
+    site = runner.stage_site(build, {"html": {"use_repository_button": True}, "repository": {"url": "https://x/y"}})
+    assert site == build / "site"
+    cfg = yaml.safe_load((site / "_config.yml").read_text())
+    source = yaml.safe_load((paths.ROOT / "_config.yml").read_text())
+    assert cfg["html"]["use_repository_button"] is True and cfg["repository"]["url"] == "https://x/y"
+    assert cfg["html"]["home_page_in_navbar"] == source["html"]["home_page_in_navbar"], "a deep merge"
+    assert cfg["sphinx"]["local_extensions"] == {"vqpaper.sphinxext": str(paths.ROOT)}
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    assert (site / "_toc.yml").read_text() == (paths.ROOT / "_toc.yml").read_text()
+    for page in ("intro.md", "results.md", "references.bib", "_static"):
+        assert (site / "book" / page).exists()
+    assert sorted(p.stem for p in (site / "book" / "notebooks").glob("*.ipynb")) == names
+
+
 @pytest.mark.slow  # a jupyter-book build: ~30 s
 @pytest.mark.timeout(300)
-def test_book_config_builds_with_warnings_as_errors(tmp_path):
-    """_config.yml, _toc.yml and book/ build with -W -n from executed notebooks only:
-    numbered glued figures, {numref}, cross-notebook glue, the provenance table."""
-    import shutil
-
+def test_book_config_builds_with_warnings_as_errors(tmp_path, monkeypatch):
+    """_config.yml, _toc.yml and book/ build with -W -n from executed notebooks only, staged under the
+    build folder: numbered glued figures, {numref}, cross-notebook glue, the provenance table."""
     import matplotlib
     import nbformat
 
@@ -186,66 +293,108 @@ def test_book_config_builds_with_warnings_as_errors(tmp_path):
 
     from vqpaper import book, results
 
-    src = tmp_path / "src"
-    (src / "book").mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(paths.ROOT / name, src / name)
-    for path in (paths.ROOT / "book").iterdir():
-        if path.suffix in (".md", ".bib"):
-            shutil.copy(path, src / "book" / path.name)
-    shutil.copytree(paths.ROOT / "book" / "_static", src / "book" / "_static")
     fig, ax = plt.subplots(figsize=(2, 1.5))
     ax.plot([0, 1], [1, 0])
     png = book.figure_png(fig)
     plt.close(fig)
-    (src / "book" / "notebooks").mkdir()
-    names = [line.split("book/notebooks/")[1].strip()
-             for line in (src / "_toc.yml").read_text().splitlines()
-             if line.strip().startswith("- file: book/notebooks/")]
-    assert len(names) == len(list(paths.NOTEBOOKS.glob("[0-9][0-9]_*.py")))
+    build = tmp_path / "build"
+    (build / "executed").mkdir(parents=True)
+    names = runner.book_notebooks()
     for name in names:
         figure_id = "fig-" + name[3:].replace("_", "-")
-        nbformat.write(_fake_executed_notebook(name, figure_id, png),
-                       src / "book" / "notebooks" / f"{name}.ipynb")
-    # the real results page quotes the real notebooks (checked by the real build in
-    # test_notebooks.py); here a minimal page exercises cross-notebook glue and numref
-    (src / "book" / "results.md").write_text("# Results\n")
-    with (src / "book" / "results.md").open("a") as fh:
-        fh.write(f"\n\nScore {{glue:text}}`notebooks/{names[1]}.ipynb::score:s`, "
-                 f"see {{numref}}`fig-{names[1][3:].replace('_', '-')}`.\n")
-    build = tmp_path / "build"
+        nbformat.write(_fake_executed_notebook(name, figure_id, png), build / "executed" / f"{name}.ipynb")
     results.record("fig-book-test", {"v": 1.0}, notebook=names[0], params={"a": 1},
                    profile="ci", directory=build / "results")
+    def source_tree():
+        return sorted(p.name for p in paths.ROOT.iterdir()) + sorted(str(p) for p in (paths.ROOT / "book").rglob("*"))
 
-    env = dict(os.environ, VQPAPER_BUILD=str(build))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.ROOT), env.get("PYTHONPATH")) if p)
-    script = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()"]
-    proc = subprocess.run(script + ["build", str(src), "--builder", "html", "-W", "-n",
-                                    "--keep-going"], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    html = src / "_build" / "html" / "book"
+    source_before = source_tree()
+    # the real results page quotes the real notebooks (checked by the real build in test_notebooks.py):
+    # here the staged copy gets a minimal one that exercises cross-notebook glue and numref
+    real_stage = runner.stage_site
+
+    def stage(build_, overrides=None):
+        site = real_stage(build_, overrides)
+        (site / "book" / "results.md").write_text(
+            f"# Results\n\nScore {{glue:text}}`notebooks/{names[1]}.ipynb::score:s`, "
+            f"see {{numref}}`fig-{names[1][3:].replace('_', '-')}`.\n")
+        return site
+
+    monkeypatch.setattr(runner, "stage_site", stage)
+    assert runner.build_book(build, {"title": "A staged title"}) == 0
+    html = build / "html" / "book"
     page = (html / "notebooks" / f"{names[1]}.html").read_text()
-    assert "Fig. 2" in page and "0.981" in page
+    assert "Fig. 2" in page and "0.981" in page and "A staged title" in page
     assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
     summary = (html / "results.html").read_text()
     assert "0.981" in summary and "Fig. 2" in summary
     assert "fig-book-test" in (html / "provenance.html").read_text()
+    assert source_tree() == source_before, "the build wrote into the source tree"
 
 
-def test_run_notebooks_returns_each_outcome_as_data(tmp_path, monkeypatch):
+@pytest.mark.timeout(240)
+def test_run_notebooks_returns_each_outcome_as_data(tmp_path):
     """`vqpaper book`'s executor: a failure comes back as an Outcome naming the cell and the error."""
-    from vqpaper import runner
-
     (tmp_path / "98_ok.py").write_text(TINY)
     (tmp_path / "99_fail.py").write_text(FAILING)
-    monkeypatch.setattr(paths, "BUILD", tmp_path / "build")
-    env = dict(os.environ, VQPAPER_BUILD=str(tmp_path / "build"))
-    seen = []
-    outcomes = runner.run_notebooks([tmp_path / "98_ok.py", tmp_path / "99_fail.py"], "ci", [["x", "3"]],
-                                    jobs=2, env=env, on_done=seen.append)
+    build = tmp_path / "build"
+    jobs = runner.prepare_book([tmp_path / "98_ok.py", tmp_path / "99_fail.py"], "ci", {"x": "3"}, build=build)
+    seen, out = [], io.StringIO()
+    outcomes = runner.run_notebooks(jobs, workers=2, on_done=seen.append, out=out)
     by_name = {o.name: o for o in outcomes}
     assert sorted(by_name) == ["98_ok", "99_fail"] and len(seen) == 2
     assert by_name["98_ok"].ok and not by_name["98_ok"].error
     bad = by_name["99_fail"]
     assert not bad.ok and "ValueError: the answer is not 42" in bad.error and "In [" in bad.error
-    assert json.loads((tmp_path / "build" / "results" / "fig-cli-test.json").read_text())["values"]["x"] == 3
+    assert json.loads((build / "results" / "fig-cli-test.json").read_text())["values"]["x"] == 3
+    assert "ok    98_ok" in out.getvalue() and "FAIL  99_fail" in out.getvalue()
+
+
+@pytest.mark.notebooks
+@pytest.mark.timeout(300)
+def test_run_prints_progress_with_an_eta(tmp_path):
+    """`vqpaper run 01`: a line per update with the section, the run (i/N), the epoch and an ETA,
+    on the terminal and in the notebook's log as it happens (cold cache, small budget); with
+    VQPAPER_BUILD elsewhere, the default build folder is not touched."""
+    default = paths.ROOT / "_build"
+    before = {p: p.stat().st_mtime_ns for p in default.glob("*/*") if p.parent.name in ("executed", "results", "html")}
+    proc = run_cli(["run", "01", "-p", "seeds", "[0, 1]", "-p", "pretrain_epochs", "4", "-p", "n_per_cluster", "300",
+                    "--progress-every", "0"], tmp_path / "build", timeout=280)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("01_preliminaries | ")]
+    pattern = r"\| Fig\. 2 runs: run \d/4 \| ETA \d+:\d\d \| .* epoch \d+/\d+ \| 6\. Fig\. 2"
+    assert any(re.search(pattern, line) for line in lines), proc.stdout[-3000:]
+    assert any("Fig. 2 runs: run 4/4 done" in line for line in lines)
+    log = (tmp_path / "build" / "logs" / "01_preliminaries.log").read_text()
+    assert [line for line in log.splitlines() if line.startswith("01_preliminaries | ")], log[-2000:]
+    assert "\r" not in proc.stdout and "\r" not in log, "carriage-return fragments on a non-terminal"
+    after = {p: p.stat().st_mtime_ns for p in default.glob("*/*") if p.parent.name in ("executed", "results", "html")}
+    assert after == before, "a run into another build folder changed the default one"
+
+
+SLEEPY = '''# %% tags=["parameters"]
+profile = "ci"
+
+# %%
+import time
+time.sleep(1)
+
+# %%
+time.sleep(600)
+'''
+
+
+@pytest.mark.slow  # one kernel: ~15 s
+@pytest.mark.timeout(240)
+def test_a_notebook_is_stopped_at_its_wall_clock_limit(tmp_path):
+    """The limit is the whole notebook's: each cell may take what is left of it."""
+    nb = tmp_path / "sleepy.py"
+    nb.write_text(SLEEPY)
+    job = runner.prepare(nb, "ci", build=tmp_path / "build", timeout_s=20)
+    assert job.timeout_s == 20 and runner.timeout_for("02_tokens_collapse_synthetic", "ci") > 600
+    assert runner.timeout_for("02_tokens_collapse_synthetic", "ci", 0) is None
+    started = time.perf_counter()
+    [outcome] = runner.run_notebooks([job], workers=1, out=io.StringIO())
+    assert not outcome.ok and "longer than its limit of 20 s" in outcome.error, outcome.error
+    assert time.perf_counter() - started < 120
+    assert not (tmp_path / "build" / "executed" / "sleepy.ipynb").exists()

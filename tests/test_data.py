@@ -2,6 +2,7 @@
 import io
 import os
 import pickle
+import shutil
 import time
 import zipfile
 
@@ -259,6 +260,37 @@ def test_folder_without_cifar_is_not_found(tmp_path):
 
 
 # --------------------------------------------------------------------------- missing data
+
+
+def test_lookup_order_without_a_location(tmp_path, monkeypatch, no_download):
+    """The documented order: location, $VQPAPER_CIFAR10, ../shared/data/cifar10-subset.npz beside the
+    checkout, data/cifar10-subset.npz, data/cifar10/ (torchvision), the download; the first that exists wins."""
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(data.paths, "ROOT", repo)
+    shared, local = tmp_path / "shared" / "data" / "cifar10-subset.npz", repo / "data" / "cifar10-subset.npz"
+    monkeypatch.setattr(data, "SHARED_SUBSET", shared)
+    monkeypatch.setattr(data, "DATA_SUBSET", local)
+    batches = repo / "data" / "cifar10" / "cifar-10-batches-py"
+    write_batches_folder(batches)
+    for path in (shared, local):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    places = [write_npz(p) for p in (tmp_path / "argument.npz", tmp_path / "env.npz", shared, local)]
+    monkeypatch.setenv(ENV_VAR, str(places[1]))
+    assert load_cifar10(places[0]).source == str(places[0].resolve())
+    assert load_cifar10().source == str(places[1].resolve())
+    monkeypatch.delenv(ENV_VAR)
+    assert load_cifar10().source == str(shared.resolve())
+    shared.unlink()
+    assert load_cifar10().source == str(local.resolve())
+    local.unlink()
+    assert load_cifar10().source == "torchvision" and no_download == []
+    shutil.rmtree(batches)
+    with pytest.raises(DataNotFoundError) as info:
+        load_cifar10()
+    assert no_download, "the download comes last"
+    message = str(info.value)
+    order = [ENV_VAR, str(shared), str(local), str(batches), "failed"]
+    assert [message.index(word) for word in order] == sorted(message.index(word) for word in order), message
 
 
 def test_nothing_found_and_download_fails(tmp_path, no_download):

@@ -33,6 +33,28 @@ def test_notebook_executes_at_ci(executed_book, name):
     assert any(r["notebook"] == name for r in recorded), f"{name} recorded no figure numbers"
 
 
+def test_book_shows_progress_as_it_runs(executed_book):
+    """Off a terminal, `vqpaper book` prints per notebook a line now and then with the section, the run
+    (i/N), the epoch and an ETA; each notebook's log receives the same lines as they happen."""
+    import re
+
+    lines = [line for line in executed_book["stdout"].splitlines() if " | " in line]
+    assert {line.split(" | ")[0] for line in lines} == set(NOTEBOOKS), "\n".join(lines[-40:])
+    # a sweep that trained (not all read from the cache) shows i/N with i < N, then an ETA and epochs
+    trained = {line.split(" | ")[0] for line in lines
+               if any(int(i) < int(n) for i, n in re.findall(r" run (\d+)/(\d+) \|", line))}
+    for name in trained:
+        assert any(line.startswith(f"{name} | ") and re.search(r"\| ETA \d+:\d\d \|", line) for line in lines), \
+            "\n".join(line for line in lines if line.startswith(name))
+    if trained:
+        assert any(re.search(r"\| ETA \d+:\d\d \| .* epoch \d+/\d+ \| ", line) for line in lines), \
+            "\n".join(lines[-40:])
+    assert "\r" not in executed_book["stdout"], "carriage-return fragments in non-terminal output"
+    for name in NOTEBOOKS:
+        log = (REPO / "_build" / "logs" / f"{name}.log").read_text()
+        assert f"\n{name} | " in log and log.rstrip().endswith(" s"), log[-2000:]
+
+
 def test_book_builds_with_every_notebook_and_figure(built_book):
     for name in NOTEBOOKS:
         page = built_book / "book" / "notebooks" / f"{name}.html"
@@ -63,8 +85,9 @@ def _execute_02(build, **env):
     env = {**os.environ, "VQPAPER_BUILD": str(build), "VQPAPER_NO_CACHE": "1", **env}
     if not env.get("VQPAPER_THREADS"):
         env.pop("VQPAPER_THREADS", None)  # the default: one thread per run
-    code = ("from pathlib import Path; from vqpaper.cli import execute; "
-            f"execute(Path('notebooks/{RERUN}.py'), 'ci', {{}}, book_copy=False)")
+    code = ("import sys; from vqpaper import runner; "
+            f"outcome = runner.execute(runner.prepare('{RERUN}', 'ci')); "
+            "sys.exit(print(outcome.error) or 1) if not outcome.ok else None")
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

@@ -5,7 +5,8 @@ Modules, one idea each, importing only from the floors below them (CONTRACTS.md)
 ``metrics`` (collapse metrics), ``config`` (the notebooks' parameters, the one checker), ``train``,
 ``sweeps`` (cached, resumable runs), ``claims`` (statistics of a verdict), ``experiments`` (each
 notebook's runs and tables), ``verdicts`` (the paper's claims), ``results``/``regression`` (recorded
-numbers), ``plots``, ``book`` (glue), ``cli``.
+numbers), ``plots``, ``book`` (glue), ``runner`` (notebook execution) with ``progress`` (what a
+running notebook is doing), ``cli``.
 """
 __version__ = "0.1.0"
 

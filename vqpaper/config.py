@@ -51,7 +51,11 @@ class Kind:
         """The checked value, or a ConfigError naming ``param``, ``value`` and what is allowed.
 
         ``example``: a valid value to quote (a notebook parameter's preset); run configs give none.
+        A notebook parameter given as text (``vqpaper run -p``, papermill ``-p``) is parsed first, by
+        :func:`parse_value`, the one parser of parameter text.
         """
+        if example is not None and isinstance(value, str):
+            value = parse_value(value, param)
         if self.is_list:
             return self._check_list(param, value, example)
         if self.name == "flag":
@@ -83,7 +87,7 @@ class Kind:
 
     def _check_list(self, param: str, value, example) -> list:
         if isinstance(value, str):
-            value = _literal(value)  # papermill -p passes "[16, 256]" as text
+            value = parse_value(value, param)  # papermill -p passes "[16, 256]" as text
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"parameter {param!r} must be a list like {example!r}, got "
                               f"{type(value).__name__} {value!r} (vqpaper run: -p {param} \"{example!r}\"; "
@@ -123,7 +127,7 @@ class _RemedyList(Kind):
 
     def check(self, param: str, value, example=None) -> Any:
         if isinstance(value, str):
-            value = _literal(value)  # papermill -p passes "['ema', 'fsq']" as text
+            value = parse_value(value, param)  # papermill -p passes "['ema', 'fsq']" as text
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"parameter {param!r} must be a list like {example!r}, got {type(value).__name__} "
                               f"{value!r} (vqpaper run: -p {param} \"[ema, restart]\"; papermill: -y \"{param}: "
@@ -138,11 +142,41 @@ class _RemedyList(Kind):
 REMEDY_LIST = _RemedyList("remedy list")
 
 
-def _literal(text: str):
+def parse_value(text: str, param: str = "value") -> Any:
+    """The one parser of a parameter given as text (``vqpaper run -p NAME TEXT``, papermill ``-p``).
+
+    A Python literal (``3``, ``0.5``, ``[0, 1, 2]``, ``True``, ``None``), a YAML/JSON list or
+    mapping (``[ema, simvq]``), ``true``/``false``/``null``, or else the text itself (``cpu``, a
+    path). Only plain values come back: numbers, strings, booleans, None, lists and dicts.
+    """
+    stripped = text.strip()
+    words = {"true": True, "false": False, "null": None, "none": None}
+    if stripped in words:
+        return words[stripped]
     try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-        return text
+        value = ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        if stripped[:1] not in ("[", "{"):
+            return text
+        import yaml  # only for YAML-style lists such as [ema, simvq]
+
+        try:
+            value = yaml.safe_load(stripped)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"parameter {param!r}: cannot parse {text!r} ({exc}); write a literal such as "
+                              "3, 0.5, [16, 256], True or a word such as cpu") from None
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        raise ConfigError(f"parameter {param!r}: {text!r} is a {type(v).__name__}; use numbers, strings, "
+                          "booleans, None, lists or dicts")
+
+    return plain(value)
 
 
 def check_fields(obj) -> None:

@@ -2,9 +2,13 @@
 
 CIFAR-10 is looked for, in this order, and never silently swapped for other data:
 
-1. the ``location`` argument of :func:`load_cifar10`;
+1. the ``location`` argument of :func:`load_cifar10` (a notebook's ``cifar10`` parameter);
 2. the environment variable ``VQPAPER_CIFAR10``;
-3. torchvision's root ``<repo>/data/cifar10`` (downloaded there where the network allows).
+3. ``../shared/data/cifar10-subset.npz`` beside the checkout (where ``make`` and CI find the `ci` subset);
+4. ``data/``: ``data/cifar10-subset.npz``, then torchvision's folder ``data/cifar10/``;
+5. torchvision's download into ``data/cifar10/``, where the network allows.
+
+The first place that exists is used; a wrong file there is an error, not a reason to look further.
 
 A location is either an ``.npz`` file with ``x_train, y_train, x_test, y_test`` (uint8 images
 ``[N, 32, 32, 3]``; ``[N, 3, 32, 32]`` is accepted and transposed; labels ``[N]`` or ``[N, 1]``
@@ -63,6 +67,9 @@ PROBE_TIMEOUT_S = 5.0
 DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
 # Where a manifest subset selected from full CIFAR-10 is cached (git-ignored).
 SUBSET_CACHE_DIR = paths.ROOT / "data"
+# Places 3 and 4 of the lookup (module docstring): the subset shared beside the checkout, one in data/.
+SHARED_SUBSET = paths.ROOT.parent / "shared" / "data" / "cifar10-subset.npz"
+DATA_SUBSET = paths.ROOT / "data" / "cifar10-subset.npz"
 
 _HOW_TO_PROVIDE = (
     f"To provide CIFAR-10, set {ENV_VAR} (or pass location=...) to either an .npz file with keys "
@@ -421,12 +428,13 @@ def _download_torchvision(root: Path) -> None:
 
 
 def load_cifar10(location=None, download=True, root=None, subset=None, cache_dir=None) -> CifarData:
-    """Load CIFAR-10 from ``location``, ``$VQPAPER_CIFAR10`` or torchvision's root, in that order.
+    """Load CIFAR-10 from the first place of the module docstring's lookup that exists.
 
-    ``subset=None`` keeps every image; ``subset="ci"`` selects and verifies the images of the
-    manifest ``vqpaper/manifests/cifar10-ci.json`` (from the subset itself or from a superset
-    such as full CIFAR-10), caching a selection from a torchvision folder in ``cache_dir``
-    (default ``data/``) as ``cifar10-<subset>-<manifest id>.npz``.
+    ``root``: torchvision's folder instead of ``data/cifar10`` (places 3 and 4's ``.npz`` files
+    are then not looked at). ``subset=None`` keeps every image; ``subset="ci"`` selects and
+    verifies the images of the manifest ``vqpaper/manifests/cifar10-ci.json`` (from the subset
+    itself or from a superset such as full CIFAR-10), caching a selection from a torchvision
+    folder in ``cache_dir`` (default ``data/``) as ``cifar10-<subset>-<manifest id>.npz``.
     """
     manifest = None if subset is None else cifar_manifest.load_manifest(subset)
     if location is not None:
@@ -434,6 +442,13 @@ def load_cifar10(location=None, download=True, root=None, subset=None, cache_dir
     env_value = settings().cifar10
     if env_value:
         return _load_location(env_value, f"environment variable {ENV_VAR}", manifest, cache_dir)
+    looked = ["(1) the location argument: not given", f"(2) the environment variable {ENV_VAR}: not set"]
+    if root is None:
+        for number, (path, what) in enumerate(((SHARED_SUBSET, "the subset shared beside the checkout"),
+                                               (DATA_SUBSET, "the subset in data/")), start=3):
+            if path.is_file():
+                return _load_location(path, what, manifest, cache_dir)
+            looked.append(f"({number}) {what}, {path}: not found")
 
     root = Path(root).expanduser().resolve() if root is not None else paths.ROOT / "data" / "cifar10"
     folder = root / BATCHES_FOLDER
@@ -456,13 +471,8 @@ def load_cifar10(location=None, download=True, root=None, subset=None, cache_dir
             return _from_batches(folder, "torchvision", where, manifest, cache_dir)
     else:
         download_note = "download not attempted (download=False)"
-    raise DataNotFoundError(
-        "CIFAR-10 not found. Looked at: "
-        "(1) the location argument: not given; "
-        f"(2) the environment variable {ENV_VAR}: not set; "
-        f"(3) the torchvision folder {folder}: {found}; {download_note}. "
-        f"{_HOW_TO_PROVIDE}"
-    )
+    looked.append(f"({len(looked) + 1}) the torchvision folder {folder}: {found}; {download_note}")
+    raise DataNotFoundError(f"CIFAR-10 not found. Looked at: {'; '.join(looked)}. {_HOW_TO_PROVIDE}")
 
 
 # --------------------------------------------------------------------------- manifest subsets

@@ -68,8 +68,9 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def _call(runner, cfg, data, precision):
-    return runner(cfg, data, precision=precision) if data is not None else runner(cfg, precision=precision)
+def _call(runner, cfg, data, precision, progress=False):
+    kwargs = dict(precision=precision, progress=progress)
+    return runner(cfg, data, **kwargs) if data is not None else runner(cfg, **kwargs)
 
 
 class LocalExecutor:
@@ -77,9 +78,10 @@ class LocalExecutor:
 
     name = "local"
 
-    def run(self, tasks: Sequence[Task], data, precision: str, on_done: OnDone) -> None:
+    def run(self, tasks: Sequence[Task], data, precision: str, on_done: OnDone, progress: bool = False) -> None:
+        """``progress``: each run shows its own bar (one step per epoch), read by vqpaper.progress."""
         for index, cfg, runner in tasks:
-            on_done(index, _call(runner, cfg, data if _needs_data(cfg) else None, precision))
+            on_done(index, _call(runner, cfg, data if _needs_data(cfg) else None, precision, progress))
 
     def close(self) -> None:
         pass
@@ -378,7 +380,8 @@ class RayExecutor:
                                     f"--cpus-per-run/--gpus-per-run (VQPAPER_CPUS_PER_RUN, VQPAPER_GPUS_PER_RUN) "
                                     f"or VQPAPER_THREADS to at most that")
 
-    def run(self, tasks: Sequence[Task], data, precision: str, on_done: OnDone) -> None:
+    def run(self, tasks: Sequence[Task], data, precision: str, on_done: OnDone, progress: bool = False) -> None:
+        """``progress`` is not used: a task's per-epoch bar would go to its worker's log, not to this process."""
         if not tasks:
             return
         ray = self.start()

@@ -7,8 +7,12 @@ from .settings import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = Path(settings().build or ROOT / "_build").resolve()
-RESULTS = BUILD / "results"
-FIGURES = BUILD / "figures"
+#: A notebook's kernel started by ``vqpaper.runner`` writes its results and figures into this
+#: staging folder (``VQPAPER_STAGE``); the runner moves them into BUILD only when the whole
+#: notebook succeeded, so a failed run leaves the last good results and pages as they were.
+STAGE = Path(settings().stage).resolve() if settings().stage else None
+RESULTS = (STAGE or BUILD) / "results"
+FIGURES = (STAGE or BUILD) / "figures"
 EXECUTED = BUILD / "executed"
 CACHE = Path(settings().cache or BUILD / "cache").resolve()
 NOTEBOOKS = ROOT / "notebooks"

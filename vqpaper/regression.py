@@ -24,6 +24,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .results import load_results
@@ -492,3 +493,44 @@ def format_modes(report: Report) -> str:
                 "means within seed-spread bands, decided verdicts kept (regression.CROSS)")
         lines.append(f"{mode} mode for {len(figures)} figure(s) ({rule}): {why}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- accepting
+
+def accept_references(results_dir: str | os.PathLike, references_dir: str | os.PathLike, profile: str,
+                      notebooks: Iterable[str] | None = None, *, prune: bool = False,
+                      report: Report | None = None) -> list[tuple[str, Path]]:
+    """Make the results of ``profile`` the new references, on purpose; returns ``(action, path)`` pairs.
+
+    Every difference counts here, as in the same environment (``report``: a same-mode
+    :func:`check_dirs` of the two folders, computed when not given): a changed figure, a new
+    one, or one whose environment changed is copied; results of another profile are skipped; a
+    reference with no result is removed with ``prune``, else kept. References therefore always
+    hold the exact numbers, and the environment, of the run that made them.
+    """
+    results_dir, references_dir = Path(results_dir), Path(references_dir)
+    wanted = None if notebooks is None else set(notebooks)
+    if report is None:
+        report = check_dirs(references_dir, results_dir, notebooks=wanted, mode="same")
+    references_dir.mkdir(parents=True, exist_ok=True)
+    changed = {m.figure for m in report.mismatches}
+    actions: list[tuple[str, Path]] = []
+    for path in sorted(results_dir.glob("*.json")):
+        data = json.loads(path.read_text())
+        if wanted is not None and data.get("notebook") not in wanted:
+            continue
+        target = references_dir / path.name
+        if data.get("profile") != profile:
+            actions.append((f"skipped (recorded with profile {data.get('profile')!r}, not {profile!r})", path))
+            continue
+        old = json.loads(target.read_text()) if target.exists() else None
+        if old is None or data.get("figure_id", path.stem) in changed or environment_differences(old, data):
+            target.write_text(path.read_text())
+            actions.append(("updated" if old is not None else "added", target))
+    for m in report.mismatches:
+        if m.reason == FIGURE_MISSING:
+            stale = references_dir / f"{m.figure}.json"
+            if prune:
+                stale.unlink(missing_ok=True)
+            actions.append(("removed" if prune else "kept (no result for it; --prune removes it)", stale))
+    return actions

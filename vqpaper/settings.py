@@ -10,6 +10,7 @@ variable                   meaning                                              
 =========================  ==========================================================  ===============
 ``VQPAPER_BUILD``          build folder (default ``_build`` in the repository)         ``paths``
 ``VQPAPER_CACHE``          run cache (default ``<build>/cache``)                       ``paths``
+``VQPAPER_STAGE``          a kernel's results/figures until its notebook succeeded     ``paths``
 ``VQPAPER_NO_CACHE``       ``1``/``true``/``yes``: compute every run, store nothing    ``sweeps``
 ``VQPAPER_CIFAR10``        CIFAR-10 ``.npz`` or torchvision folder                     ``data``
 ``VQPAPER_THREADS``        torch CPU threads per run (default 1)                       ``config``
@@ -38,6 +39,7 @@ class Settings:
 
     build: str = ""
     cache: str = ""
+    stage: str = ""
     no_cache_text: str = ""
     cifar10: str = ""
     threads_text: str = ""
@@ -66,7 +68,8 @@ class Settings:
         return n
 
 
-_VARIABLES = {"build": "VQPAPER_BUILD", "cache": "VQPAPER_CACHE", "no_cache_text": "VQPAPER_NO_CACHE",
+_VARIABLES = {"build": "VQPAPER_BUILD", "cache": "VQPAPER_CACHE", "stage": "VQPAPER_STAGE",
+              "no_cache_text": "VQPAPER_NO_CACHE",
               "cifar10": CIFAR10, "threads_text": "VQPAPER_THREADS", "precision": "VQPAPER_PRECISION",
               "executor": "VQPAPER_EXECUTOR", "ray_address": "RAY_ADDRESS",
               "cpus_per_run": "VQPAPER_CPUS_PER_RUN", "gpus_per_run": "VQPAPER_GPUS_PER_RUN",

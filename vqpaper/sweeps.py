@@ -154,7 +154,11 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
         else:
             first_of[directory] = i
             tasks.append((i, cfg, runner))
-    bar = tqdm(total=len(configs), desc=desc, disable=not progress)
+    # One step per run (unit "run": vqpaper.progress tells this bar from a run's epoch bar); the
+    # stored points count from the start (``initial``), so the ETA (smoothing=0: the mean over the
+    # runs trained here) comes from the runs finished so far, not from cache reads that took no time.
+    bar = tqdm(total=len(configs), initial=len(configs) - len(tasks), desc=desc, unit="run", smoothing=0,
+               disable=not progress)
 
     def done(index: int, result: RunResult):
         if use_cache:
@@ -162,9 +166,8 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
         results[index] = result
         bar.update(1)
 
-    bar.update(len(configs) - len(tasks))  # stored points, and repeats read back at the end
     try:
-        get_executor(executor).run(tasks, data, precision, done)
+        get_executor(executor).run(tasks, data, precision, done, progress=progress)
     finally:
         bar.close()
     for i, first in duplicates:
