@@ -140,16 +140,19 @@ def cmd_clean_cache(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """``vqpaper diagnose run.npz [-o report.html]``: the collapse report of any VQ model's arrays."""
-    from .diagnose import ARRAYS, REQUIRED, diagnose, load_arrays  # matplotlib and the metrics: only here
+    from .diagnose import diagnose, load_arrays  # matplotlib and the metrics: only here
+    from .errors import DataFormatError, DataNotFoundError
 
     source = Path(args.arrays)
     out = Path(args.output) if args.output else Path(f"{source.resolve().name.removesuffix('.npz')}-diagnosis.html")
     try:
-        report = diagnose(**load_arrays(source), title=f"VQ collapse report: {source.name}")
-    except ConfigError as exc:  # a missing or misshapen array: say which, and what is expected
-        raise RunnerError(f"{exc}\n  arrays: {', '.join(ARRAYS)} (required: {', '.join(REQUIRED)})", code=2) from None
+        arrays = load_arrays(source)
+        report = diagnose(**arrays, title=f"VQ collapse report: {source.name}")
+    except (ConfigError, DataFormatError, DataNotFoundError) as exc:  # no such path, not an .npz, a bad array
+        raise RunnerError(str(exc), code=2) from None  # each names the path or array, what it is and what is expected
     if not out.parent.is_dir():
-        raise RunnerError(f"-o {out}: the folder {out.parent} does not exist", code=2)
+        raise RunnerError(f"-o {out}: the folder {out.parent} does not exist; create it or give a path in an existing "
+                       "folder", code=2)
     report.to_html(out)
     print(report.hint_text() + f"\nwrote {_rel(out)}")
     return 0
