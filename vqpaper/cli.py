@@ -209,7 +209,8 @@ def _report(args: argparse.Namespace, mode: str):
     if not any(results.glob("*.json")):
         raise CLIError(f"no recorded results in {results}; run the notebooks first "
                        f"(`vqpaper book --profile {args.profile}` or `vqpaper run …`)")
-    report = regression.check_dirs(references, results, notebooks=_notebook_filter(args), mode=mode)
+    report = regression.check_dirs(references, results, notebooks=_notebook_filter(args), mode=mode,
+                                   figures=getattr(args, "figure", None))
     return regression, results, references, report
 
 
@@ -219,8 +220,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise CLIError(f"no references in {references}; create them with "
                        f"`vqpaper references --profile {args.profile} --accept`")
     print(f"results {_rel(results)} vs references {_rel(references)}")
-    print(regression.format_modes(report))
-    print(regression.format_table(report.mismatches))
+    print(regression.format_report(report, args.format))
     return 0 if report.ok else 1
 
 
@@ -516,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="compare results with references; exit 1 on a difference")
     _add_compare(p)
+    p.add_argument("--figure", action="append", help="only this figure, e.g. fig-tokens-collapse-synthetic "
+                                                     "(repeatable)")
+    p.add_argument("--format", choices=("text", "markdown"), default="text",
+                   help="text (default) or markdown: the table as GitHub Markdown, for a pull request's job summary")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("clean-cache", help="remove the cache folder (VQPAPER_CACHE, default _build/cache)")
