@@ -477,8 +477,9 @@ class SeedComparison:
 
     ``difference``: new mean - reference mean on the scale; ``band`` = ``half`` (the Welch
     interval's half-width) + ``tolerance``, at least ``resolution``; ``move`` = |difference| /
-    band. ``spread_limit``: the largest new sd the F bound allows; ``spread_move`` = new sd /
-    spread_limit.
+    band. ``spread_limit``: the largest new sd the F bound allows; ``spread_move``: the growth
+    of the sd beyond the (floored) reference sd, as a share of the growth the bound allows
+    (0: no growth, > 1 fails).
     """
 
     scale: str
@@ -534,10 +535,13 @@ def compare_seeds(reference: list[float], new: list[float], scale: str, rule: Cr
         tolerance, resolution = rule.log_tolerance, math.log((x + 2) / (x + 1))
     band = max(half + tolerance, resolution)
     difference = mean_b - mean_a
-    limit = max(s_a, rule.spread_floor, resolution if scale == COUNT else 0.0) * math.sqrt(
-        _f(rule.spread_alpha, m - 1, n - 1))
+    floor = max(s_a, rule.spread_floor, resolution if scale == COUNT else 0.0)
+    limit = floor * math.sqrt(_f(rule.spread_alpha, m - 1, n - 1))
+    # the spread's move: the share of the growth the bound allows that was used (0 for a
+    # spread that did not grow beyond the reference's, 1 at the bound)
+    spread_move = max(0.0, s_b - floor) / (limit - floor)
     return SeedComparison(scale, difference, half, tolerance, resolution, band, abs(difference) / band,
-                          s_a, s_b, limit, s_b / limit)
+                          s_a, s_b, limit, spread_move)
 
 
 def _seed_groups(keys: Iterable[str]) -> dict[str, list[str]]:
