@@ -35,7 +35,13 @@ def main(argv=None) -> int:
     p.add_argument("--references", default=str(ROOT / "tests" / "references" / "ci"),
                    help="the references (default %(default)s)")
     p.add_argument("--notebook", action="append", help="only this notebook's figures, by stem (repeatable)")
+    p.add_argument("--rule", action="append", default=[], metavar="NAME=VALUE",
+                   help="try another constant of regression.CrossRule, e.g. confidence=0.95 (repeatable)")
     args = p.parse_args(argv)
+    try:
+        rule = regression.cross_rule(args.rule)
+    except ValueError as exc:
+        p.error(str(exc))
 
     folders = {}
     for item in args.results:
@@ -45,7 +51,8 @@ def main(argv=None) -> int:
         if not Path(folder).is_dir():
             p.error(f"{folder}: no such folder")
         folders[label] = folder
-    cal = regression.calibrate(args.references, folders, notebooks=args.notebook)
+    cal = regression.calibrate(args.references, folders, notebooks=args.notebook, rule=rule)
+    print(f"rule: {rule}")
     print(regression.format_calibration(cal))
     for label, report in cal.reports.items():
         if not report.ok:

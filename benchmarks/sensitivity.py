@@ -162,14 +162,14 @@ class Outcome:
     detail: str = ""
 
 
-def judge(run: Run, references: Path) -> Outcome:
+def judge(run: Run, references: Path, rule=None) -> Outcome:
     """Check ``run``'s results against ``references`` (cross environment) and classify the outcome."""
     from vqpaper import regression
 
     stems = [nb.stem for nb in run.notebooks]
     failed_nb = [s for s in stems if not run.executed.get(s, {}).get("ok", False)]
     results = run.build / "results"
-    report = regression.check_dirs(references, results, notebooks=stems, mode="cross")
+    report = regression.check_dirs(references, results, notebooks=stems, mode="cross", rule=rule)
     move = report.largest_move
     largest_key = f"{move.figure}/{move.key}" if move is not None else "-"
     size = move.move if move is not None else 0.0
@@ -227,7 +227,16 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=3600, help="seconds one notebook execution may take")
     p.add_argument("--no-execute", action="store_true", help="check the executions already in --root again")
     p.add_argument("--json", help="also write the outcomes here")
+    p.add_argument("--rule", action="append", default=[], metavar="NAME=VALUE",
+                   help="check with another constant of regression.CrossRule, e.g. confidence=0.95 (repeatable; "
+                        "with --no-execute: what the kept runs would give under it)")
     args = p.parse_args(argv)
+    from vqpaper import regression
+
+    try:
+        rule = regression.cross_rule(args.rule)
+    except ValueError as exc:
+        p.error(str(exc))
 
     changes = [] if args.changes == "none" else _split(args.changes, CHANGES, "change") or list(CHANGES)
     envs = [] if args.envs == "none" else _split(args.envs, ENVS, "environment") or list(ENVS)
@@ -259,7 +268,9 @@ def main(argv=None) -> int:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             list(pool.map(one, jobs))
 
-    outcomes = [judge(run, Path(args.references)) for run in runs]
+    outcomes = [judge(run, Path(args.references), rule) for run in runs]
+    if args.rule:
+        print(f"rule: {rule}")
     print(table(outcomes))
     if args.json:
         Path(args.json).write_text(json.dumps([{

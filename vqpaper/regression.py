@@ -92,11 +92,12 @@ class CrossRule:
     see ``CALIBRATED`` below.
     """
 
-    # Confidence of the Welch t interval of the difference of two means over seeds. A check
-    # compares ~600 means, most of them correlated (the same runs); with 3 seeds Welch's
-    # interval is conservative (a false alarm in ~0.55% of normal draws at 0.99, measured by
-    # simulation) and the tolerances below add room. 0.95 would raise ~15 false alarms per
-    # full check; 0.999 would need a mean to move ~9 seed sds before it fails.
+    # Confidence of the Welch t interval of the difference of two means over seeds. A full
+    # check compares 489 means (the ci references' groups of >= 2 seeds), many of them
+    # correlated (the same runs). With 3 + 3 seeds of independent normal draws, Welch's
+    # interval alone fails 3.4% of them at 0.95 and 0.53% at 0.99 (simulated; 0.25% with a
+    # bounded metric's tolerance): ~17 vs ~2 false alarms per full check if another
+    # environment drew every seed afresh. 0.999 would need a mean to move ~9 seed sds.
     confidence: float = 0.99
     # Tolerance added to the interval for LOG and COUNT metrics, on the log scale: a mean may
     # move by this factor beyond seed noise. A metric whose seeds agree closely (sd ~0) still
@@ -112,12 +113,12 @@ class CrossRule:
     # The seed spread's F bound: the new runs' sd may exceed the reference's (on the metric's
     # scale) by at most sqrt(F(1 - spread_alpha; m - 1, n - 1)), i.e. ~32x at 3 + 3 seeds,
     # ~7x at 5 + 5, ~3x at 10 + 10. A change that adds noise widens the Welch interval; this
-    # bound is what keeps that in check. alpha is small because ~600 spreads are compared.
+    # bound is what keeps that in check. alpha is small because 489 spreads are compared.
     spread_alpha: float = 0.001
     # ... and the reference's sd counts as at least this, on the metric's scale (a share: 0.01
     # of its range; LOG: 1%; COUNT: one count if that is more). Shares that every reference
-    # seed puts at the same value (usage 1.0, precision 1.0, min_spread_ratio 0.0: 26 of the
-    # 312 reference groups) have an sd of 0 that 3 seeds cannot tell from 0.01, while another
+    # seed puts at the same value (usage 1.0, precision 1.0, min_spread_ratio 0.0: 35 of the
+    # 489 reference groups) have an sd of 0 that 3 seeds cannot tell from 0.01, while another
     # environment may lose one token of 128 in one seed (sd 0.0045). The smallest non-zero
     # reference sds are 0.0011 (coverage) and 0.0024 (log perplexity).
     spread_floor: float = 0.01
@@ -133,6 +134,24 @@ class CrossRule:
 
 
 CROSS = CrossRule()
+
+
+def cross_rule(settings: Iterable[str] = (), base: CrossRule | None = None) -> CrossRule:
+    """``CROSS`` (or ``base``) with some constants replaced, from ``["confidence=0.95", ...]``:
+    how the calibration and sensitivity scripts try other constants without editing this file."""
+    from dataclasses import fields, replace
+
+    known = {f.name: f.type for f in fields(CrossRule)}
+    changes: dict[str, Any] = {}
+    for item in settings:
+        name, sep, text = item.partition("=")
+        if not sep or name not in known:
+            raise ValueError(f"rule setting {item!r}: expected NAME=VALUE with NAME one of {', '.join(known)}")
+        try:
+            changes[name] = int(text) if known[name] in (int, "int") else float(text)
+        except ValueError:
+            raise ValueError(f"rule setting {item!r}: {text!r} is not a number") from None
+    return replace(base or CROSS, **changes)
 
 # Measured moves (filled in by calibration; see benchmarks/calibrate_bands.py). Largest move of
 # any mean / spread in band units, per environment change, against tests/references/ci:
@@ -699,10 +718,6 @@ def _load_dir(directory: str | os.PathLike) -> dict[str, dict]:
     return load_results(directory)
 
 
-def _where(label: str, directory) -> str:
-    return f"{label} {directory}"
-
-
 def check_dirs(ref_dir: str | os.PathLike, new_dir: str | os.PathLike,
                tolerances: Mapping | None = None, notebooks: Iterable[str] | None = None,
                mode: str = "auto", figures: Iterable[str] | None = None,
@@ -718,8 +733,8 @@ def check_dirs(ref_dir: str | os.PathLike, new_dir: str | os.PathLike,
     if notebooks is not None:
         wanted = list(dict.fromkeys(notebooks))
         for name in wanted:
-            missing = [_where(label, d) for label, d, recs in (("no results in", new_dir, news),
-                                                              ("no references in", ref_dir, refs))
+            missing = [f"{label} {d}" for label, d, recs in (("no results in", new_dir, news),
+                                                            ("no references in", ref_dir, refs))
                        if not any(r.get("notebook") == name for r in recs.values())]
             if missing:
                 known = sorted({r.get("notebook") for r in (*refs.values(), *news.values())} - {None})
@@ -730,8 +745,8 @@ def check_dirs(ref_dir: str | os.PathLike, new_dir: str | os.PathLike,
     if figures is not None:
         wanted = list(dict.fromkeys(figures))
         for name in wanted:
-            missing = [_where(label, d) for label, d, recs in (("no result in", new_dir, news),
-                                                              ("no reference in", ref_dir, refs))
+            missing = [f"{label} {d}" for label, d, recs in (("no result in", new_dir, news),
+                                                            ("no reference in", ref_dir, refs))
                        if name not in recs]
             if missing:
                 near = sorted(f for f in set(refs) | set(news) if name.removeprefix("fig-") in f)
