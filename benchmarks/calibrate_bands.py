@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("results", nargs="+", help="result folders from other environments, as DIR or LABEL=DIR")
     p.add_argument("--references", default=str(ROOT / "tests" / "references" / "ci"),
                    help="the references (default %(default)s)")
-    p.add_argument("--notebook", action="append", help="only this notebook's figures, by stem (repeatable)")
+    p.add_argument("--notebook", action="append",
+                   help="only this notebook's figures: 02, its name or path (repeatable)")
     p.add_argument("--rule", action="append", default=[], metavar="NAME=VALUE",
                    help="try another constant of regression.CrossRule, e.g. confidence=0.95 (repeatable)")
     args = p.parse_args(argv)
@@ -51,7 +52,17 @@ def main(argv=None) -> int:
         if not Path(folder).is_dir():
             p.error(f"{folder}: no such folder")
         folders[label] = folder
-    cal = regression.calibrate(args.references, folders, notebooks=args.notebook, rule=rule)
+    notebooks = None
+    if args.notebook:
+        from vqpaper.runner import CLIError, resolve_notebook
+
+        notebooks = []
+        for name in args.notebook:  # "02", "02_tokens_collapse_synthetic" or a path
+            try:
+                notebooks.append(resolve_notebook(name).stem)
+            except CLIError:
+                notebooks.append(name)
+    cal = regression.calibrate(args.references, folders, notebooks=notebooks, rule=rule)
     print(f"rule: {rule}")
     print(regression.format_calibration(cal))
     for label, report in cal.reports.items():
