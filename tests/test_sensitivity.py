@@ -95,9 +95,11 @@ CI_NOTEBOOKS = "02"
 
 
 @pytest.mark.notebooks
+@pytest.mark.timeout(3600)
 def test_deliberate_changes_fail_the_check_and_another_environment_passes(tmp_path):
+    # the three executions at once (one torch thread each), as the reruns of 02 always ran
     proc = subprocess.run([sys.executable, str(SUITE), "--changes", ",".join(CI_CHANGES), "--envs", CI_ENV,
-                           "--notebooks", CI_NOTEBOOKS, "--root", str(tmp_path), "--json",
+                           "--notebooks", CI_NOTEBOOKS, "--jobs", "3", "--root", str(tmp_path), "--json",
                            str(tmp_path / "outcomes.json")],
                           cwd=REPO, capture_output=True, text=True, timeout=3600)
     out = proc.stdout + proc.stderr
