@@ -100,7 +100,8 @@ def _report(args: argparse.Namespace, mode: str):
     if not any(results.glob("*.json")):
         raise RunnerError(f"no recorded results in {results}; run the notebooks first "
                           f"(`vqpaper book --profile {args.profile}` or `vqpaper run …`)")
-    report = regression.check_dirs(references, results, notebooks=runner.notebook_stems(args.notebook), mode=mode)
+    report = regression.check_dirs(references, results, notebooks=runner.notebook_stems(args.notebook), mode=mode,
+                                   figures=getattr(args, "figure", None))
     print(f"results {_rel(results)} vs references {_rel(references)}")
     return results, references, report
 
@@ -110,7 +111,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not any(references.glob("*.json")):
         raise RunnerError(f"no references in {references}; create them with "
                           f"`vqpaper references --profile {args.profile} --accept`")
-    print(regression.format_modes(report) + "\n" + regression.format_table(report.mismatches))
+    print(regression.format_report(report, args.format))
     return 0 if report.ok else 1
 
 
@@ -243,6 +244,9 @@ def build_parser(run_epilog: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_references)
     p = sub.add_parser("check", help="compare results with references; exit 1 on a difference")
     _add_compare(p)
+    p.add_argument("--figure", action="append", help="only this figure, e.g. fig-tokens-collapse-cifar10 (repeatable)")
+    p.add_argument("--format", choices=("text", "markdown"), default="text",
+                   help="text (default) or markdown: the table as GitHub Markdown, for a pull request's job summary")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("clean-cache", help="remove the cache folder (VQPAPER_CACHE, default _build/cache)")
     p.set_defaults(func=cmd_clean_cache)
