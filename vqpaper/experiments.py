@@ -168,7 +168,7 @@ def reconstruction_panel(result: RunResult, title: str) -> dict:
 # Verdicts: paired checks over settings (claims.Family collects them per sentence of the paper)
 # --------------------------------------------------------------------------------------
 def runs_converged(results: Sequence[RunResult], **where) -> bool:
-    """Whether every selected run's final training loss has flattened (``claims.converged``)."""
+    """Whether every stage of every selected run's training loss has flattened (``claims.converged``)."""
     from .claims import converged
 
     return all(converged(r.history) for r in select(results, **where))
@@ -180,9 +180,11 @@ def paired_checks(results: Sequence[RunResult], metric: str, *, better: dict, wo
     """One ``claims.paired`` check per value of ``over`` (e.g. per dim): ``better`` vs ``worse`` seed by seed.
 
     ``better``/``worse`` select runs (e.g. ``{"method": "pretrained"}``); ``label`` formats the
-    setting (``"{}-D"``), ``claim`` the statement (``"{setting}: pretraining gives ..."``). A
-    check is inconclusive when any run it compares had not converged. ``worse_results``: take
-    the ``worse`` runs from another list (e.g. another quantizer's runs).
+    setting (``"{}-D"``), ``claim`` the statement (``"{setting}: pretraining gives ..."``). The
+    metric's smallest effect comes from ``claims.EFFECTS``; pairs are seeds, the same on both
+    sides. A check is inconclusive when any run it compares had not converged
+    (``claims.convergence``: every stage's loss, and the metric's drift where recorded).
+    ``worse_results``: take the ``worse`` runs from another list (e.g. another quantizer's runs).
     """
     from . import claims
 
@@ -192,12 +194,18 @@ def paired_checks(results: Sequence[RunResult], metric: str, *, better: dict, wo
         setting = label.format(value)
         b = select(results, **{over: value}, **better)
         w = select(other, **{over: value}, **worse)
-        ok = runs_converged(b) and runs_converged(w)
+        seeds = [r.config.get("seed") for r in b]
+        if seeds != [r.config.get("seed") for r in w]:
+            raise ValueError(f"{setting}: the runs compared for {metric} must have the same seeds on both sides, got "
+                             f"{seeds} and {[r.config.get('seed') for r in w]}")
+        sizes = {r.config.get("codebook_size") for r in b + w}
         out.append(claims.paired(f"{id_prefix}-{metric.replace('_', '-')}-{setting}".lower().replace(" ", "")
                                  .replace(",", "").replace("=", ""),
                                  claim.format(setting=setting),
                                  [float(r.metrics[metric]) for r in b], [float(r.metrics[metric]) for r in w],
-                                 higher_is_better=higher_is_better, converged=ok, setting=setting))
+                                 higher_is_better=higher_is_better, converged=claims.convergence(b, w, metric=metric),
+                                 setting=setting, metric=metric, labels=seeds,
+                                 codebook_size=sizes.pop() if len(sizes) == 1 else None))
     return out
 
 
@@ -421,7 +429,8 @@ def encoder_output_families(per_run: Sequence[dict], per_coordinate: Sequence[di
                "the untrained encoder's outputs cluster in a much narrower range than the trained encoder's",
                [paired("pre-range-ratio", f"per seed: the trained encoder's outputs span at least {ratio:g} "
                        f"times the range of the untrained encoder's", [r["range"] for r in t_run],
-                       [ratio * r["range"] for r in u_run], setting=f"range ratio ≥ {ratio:g}")],
+                       [ratio * r["range"] for r in u_run], setting=f"range ratio ≥ {ratio:g}", metric="range",
+                       labels=[r["seed"] for r in t_run])],
                {HELD: f"The untrained encoder's outputs span a range at least {ratio:g} times narrower than the "
                       f"trained encoder's, as in the paper's Fig. 2.",
                 NOT_HELD: f"The untrained encoder's outputs do not span a range {ratio:g} times narrower than the "
@@ -432,7 +441,8 @@ def encoder_output_families(per_run: Sequence[dict], per_coordinate: Sequence[di
                "the untrained encoder's outputs show fewer peaks than the input",
                [paired("pre-untrained-fewer-peaks-than-input", "per seed and coordinate: the untrained encoder's "
                        "outputs show fewer KDE peaks than the input's same coordinate", [r["peaks"] for r in u_co],
-                       [r["input peaks"] for r in u_co], higher_is_better=False, setting="seeds × coordinates")],
+                       [r["input peaks"] for r in u_co], higher_is_better=False, setting="seeds × coordinates",
+                       metric="peaks", labels=[(r["seed"], r["coordinate"]) for r in u_co])],
                {HELD: "The untrained encoder's outputs show fewer peaks than the input, coordinate by coordinate, "
                       "as the paper's Fig. 2 (a) says: it merges some of the input's modes.",
                 NOT_HELD: "The untrained encoder's outputs do not show fewer peaks than the input here: the merged "
@@ -443,7 +453,8 @@ def encoder_output_families(per_run: Sequence[dict], per_coordinate: Sequence[di
                "the trained encoder's outputs show as many peaks as the input",
                [paired("pre-trained-at-least-input-peaks", "per seed and coordinate: the trained encoder's outputs "
                        "show at least as many KDE peaks as the input's same coordinate", [r["peaks"] for r in t_co],
-                       [r["input peaks"] - 1 for r in t_co], setting="seeds × coordinates")],
+                       [r["input peaks"] - 1 for r in t_co], setting="seeds × coordinates", metric="peaks",
+                       labels=[(r["seed"], r["coordinate"]) for r in t_co])],
                {HELD: "The trained encoder's outputs show at least as many peaks as the input, coordinate by "
                       "coordinate, as the paper's Fig. 2 (b) says: pretraining keeps the input's modes apart.",
                 NOT_HELD: "The trained encoder's outputs show fewer peaks than the input here, unlike the paper's "

@@ -428,7 +428,9 @@ def remedy_families(runs: dict, collapse: str, baseline: str = BASELINE) -> list
                 f"rem-{collapse}-{key(name)}-{setting}".lower().replace(" ", "").replace(",", "").replace("=", ""),
                 f"{setting}: {label} {spec['what']}",
                 [float(mine[k].metrics[spec["metric"]]) for k in pairs],
-                [float(base[k].metrics[spec["metric"]]) for k in pairs], converged=ok, setting=setting))
+                [float(base[k].metrics[spec["metric"]]) for k in pairs], converged=ok, setting=setting,
+                metric=spec["metric"], labels=[k[1] for k in pairs],
+                codebook_size=mine[pairs[0]].config.get("codebook_size")))
         if not checks:
             raise ConfigError(f"recipe {name!r} has no run that pairs with the baseline's for {collapse!r} "
                               f"(same {spec['over']} and seed)")

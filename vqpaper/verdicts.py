@@ -111,7 +111,8 @@ def tokens_collapse_cifar(runs: Sequence, sizes: Sequence[int]) -> list[Family]:
                [claims.paired(f"tcc-rising-k{k_mid}-k{k_max}", f"{span}: the pretrained perplexity increases",
                               [float(r.metrics["perplexity"]) for r in select(runs, codebook_size=k_max, **pre)],
                               [float(r.metrics["perplexity"]) for r in select(runs, codebook_size=k_mid, **pre)],
-                              converged=ok, setting=span)],
+                              converged=ok, setting=span, metric="perplexity",
+                              labels=[r.config["seed"] for r in select(runs, codebook_size=k_max, **pre)])],
                phrases("The pretrained model's perplexity keeps rising with the codebook size.",
                        "The pretrained model's perplexity did not keep rising with the codebook size.",
                        "Whether the pretrained perplexity keeps rising cannot be decided at this budget.")),
@@ -119,7 +120,7 @@ def tokens_collapse_cifar(runs: Sequence, sizes: Sequence[int]) -> list[Family]:
                "from scratch the perplexity stagnates: it grows by a smaller factor than the pretrained one",
                [claims.paired(f"tcc-growth-k{k_mid}-k{k_max}", f"{span}: the scratch perplexity grows by a smaller "
                               "factor than the pretrained one", growth["pretrained"], growth["scratch"],
-                              converged=ok, setting=span)],
+                              converged=ok, setting=span, metric="perplexity_growth")],
                phrases("From scratch the perplexity stagnates while the pretrained one keeps growing.",
                        "The scratch perplexity grew at least as fast as the pretrained one.",
                        "Whether the scratch perplexity stagnates cannot be decided at this budget.")),
@@ -243,7 +244,8 @@ def _usage_checks(runs: Sequence, over: str, values: Iterable, label: str, metri
         out.append(claims.paired(f"svq-usage-{setting}".lower().replace(" ", "").replace(",", "").replace("=", ""),
                                  f"{setting}: SimVQ uses at least {SIMVQ_FULL_USAGE:.0%} of its tokens",
                                  [float(r.metrics[metric]) for r in sel], [SIMVQ_FULL_USAGE] * len(sel),
-                                 converged=runs_converged(sel), setting=setting))
+                                 converged=runs_converged(sel), setting=setting, metric=metric,
+                                 labels=[r.config["seed"] for r in sel]))
     return out
 
 
@@ -311,7 +313,7 @@ def simvq(runs: Sequence, cifar_runs: Sequence, dims: Sequence[int], sizes: Sequ
             "SimVQ's codebook use grows with the codebook size",
             [claims.paired(f"svq-codes-k{sizes[0]}-k{sizes[-1]}", f"{span}: SimVQ uses more codes at the larger codebook",
                            [float(r.metrics["codes_used"]) for r in hi], [float(r.metrics["codes_used"]) for r in lo],
-                           converged=runs_converged(lo + hi), setting=span)],
+                           converged=runs_converged(lo + hi), setting=span, metric="codes_used")],
             phrases("SimVQ's codebook use grows with the codebook size.",
                     "SimVQ's codebook use did not grow with the codebook size.",
                     "Whether SimVQ's codebook use grows with the codebook size cannot be decided at this "
