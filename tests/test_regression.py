@@ -227,7 +227,8 @@ def seed_record(per_seed, env=None, outcome="held", margin=2.0, words="eases"):
                    "single": {"mse": 0.01},
                    "claims": {"c1": {"id": "c1", "statement": "s", "outcome": outcome, "reason": "r",
                                      "effect": 1.0, "low": 0.5, "high": 1.5, "n": 3, "n_agree": 3,
-                                     "margin": margin, "verdict": f"{outcome}: ..."}},
+                                     "margin": margin, "verdict": f"{outcome}: ...", "decision": "positive",
+                                     "sd": 0.2, "n_80": 3, "n_95": 4, "converged": True}},
                    "verdicts": {"svq.tokens.2d.verdict": words}},
         "provenance": {"environment": dict(ENV if env is None else env)},
     }
@@ -316,7 +317,8 @@ def test_cross_environment_decided_verdict_must_hold_near_threshold_is_reported(
     assert not m.fails
     # the claim's numbers do not count on their own across environments ...
     shifted = seed_record([40.0, 42.0, 44.0], env=OTHER_ENV)
-    shifted["values"]["claims"]["c1"].update(effect=3.0, low=0.1, margin=0.7, verdict="held: other text")
+    shifted["values"]["claims"]["c1"].update(effect=3.0, low=0.1, margin=0.7, verdict="held: other text", sd=2.0,
+                                             n_80=None, n_95=40)
     assert compare(ref, shifted) == []
     # ... but do in the same environment
     same = seed_record([40.0, 42.0, 44.0])

@@ -306,7 +306,7 @@ def compare(reference: Mapping, new: Mapping, tolerances: Mapping | None = None,
 
 _PER_SEED = re.compile(r"^(?P<prefix>.*)\.per_seed\[(?P<i>\d+)\]$")
 _CLAIM_FIELDS = ("outcome", "reason", "effect", "low", "high", "n", "n_agree", "margin", "verdict",
-                 "statement", "id")
+                 "statement", "id", "decision", "sd", "n_80", "n_95", "converged")
 
 
 def _sd(values: list[float]) -> float:
