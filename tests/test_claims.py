@@ -356,3 +356,17 @@ def test_without_a_checkpoint_the_loss_rule_alone_decides_and_says_so():
     c = claims.convergence(old, falling, metric="perplexity")
     assert not c and "seed 0, scratch: still falling" in c.reason
     assert [r["converged"] for r in c.stages] == [True] * 3 + [False] * 2
+
+
+def test_the_book_shows_the_effects_table_from_the_code():
+    from docutils.core import publish_string
+    from docutils.parsers.rst import directives
+
+    from vqpaper import sphinxext
+
+    directives.register_directive("vqpaper-effects", sphinxext._effects_directive())
+    html = publish_string(".. vqpaper-effects::\n", writer_name="html").decode()
+    assert html.count("<tr>") == len(claims.EFFECTS) + 1
+    for metric, e in claims.EFFECTS.items():
+        assert f"<tt class=\"docutils literal\">{metric}</tt>" in html or f">{metric}<" in html, metric
+    assert "a hundredth of the codebook" in html and "0.01 × K" in html

@@ -188,13 +188,17 @@ def effect_for(metric: str, codebook_size: Optional[int] = None) -> Effect:
     return Effect(e.scale, e.delta * int(codebook_size), f"{e.reason} (K = {int(codebook_size):,})")
 
 
+def effect_rows() -> list[dict]:
+    """Every metric's smallest effect of interest: ``{metric, scale, δ, reason}`` (the book's table)."""
+    return [{"metric": m, "scale": "log (ratio)" if e.scale == LOG else "absolute",
+             "δ": f"{e.delta:g} × K" if e.per_codebook else e.text, "reason": e.reason} for m, e in EFFECTS.items()]
+
+
 def effects_table():
-    """Every metric's smallest effect of interest, for the book: metric, scale, δ, reason."""
+    """:func:`effect_rows` as a DataFrame."""
     import pandas as pd
 
-    return pd.DataFrame([{"metric": m, "scale": "log (ratio)" if e.scale == LOG else "absolute",
-                          "δ": f"{e.delta:g} × K" if e.per_codebook else e.text, "reason": e.reason}
-                         for m, e in EFFECTS.items()])
+    return pd.DataFrame(effect_rows())
 
 
 # ------------------------------------------------------------------ the interval
