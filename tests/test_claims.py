@@ -78,6 +78,7 @@ def test_equality_claims():
     assert "no difference larger than δ = 0.5" in equal.reason
     fewer = claims.paired("c", "as many peaks", [2, 2, 3], [4, 4, 4], metric="peaks", kind="equal")
     assert fewer.outcome == claims.NOT_HELD and fewer.decision == claims.NEGATIVE and "a difference" in fewer.reason
+    assert fewer.decision_text == "smaller" and equal.decision_text == "no difference"
     more = claims.paired("c", "as many peaks", [6, 6, 7], [4, 4, 4], metric="peaks", kind="equal")
     assert more.outcome == claims.NOT_HELD and more.decision == claims.POSITIVE
     unsure = claims.paired("c", "as many peaks", [4, 4, 5], [4, 4, 4], metric="peaks", kind="equal")
@@ -247,7 +248,7 @@ def test_family_holds_only_when_every_setting_holds():
     assert _family(held).outcome == claims.HELD and _family(held).phrase == "it holds"
     assert _family(held).decision == claims.HELD
     f = _family(held, fails, open_)
-    assert f.outcome == claims.NOT_HELD and f.phrase == "it fails" and "8-D (negative)" in f.reason
+    assert f.outcome == claims.NOT_HELD and f.phrase == "it fails" and "8-D (the other way)" in f.reason
     assert f.decision == claims.NEGATIVE
     f = _family(held, none)
     assert f.outcome == claims.NOT_HELD and f.decision == claims.NO_EFFECT and "4-D (no effect)" in f.reason
@@ -335,6 +336,8 @@ def test_checkpoint_drift_rule():
     row = claims.metric_drift(drifting, "perplexity")
     assert row["converged"] is False and row["drift"] == pytest.approx(np.mean(np.log([60 / 40, 61 / 41, 62 / 42])))
     assert row["scale"] == "log" and "still drifting" in row["why"] and "75% of the final stage" in row["why"]
+    falling = [_run(s, 40 + s, 60 + s) for s in range(3)]            # a metric falling is drifting too
+    assert claims.metric_drift(falling, "perplexity")["converged"] is False
     # each group on its own: a settled group does not hide a drifting one
     c = claims.convergence(settled, drifting, metric="perplexity")
     assert not c and "perplexity: still drifting" in c.reason and len(c.drift) == 2 and len(c.stages) == 6

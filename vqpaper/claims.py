@@ -253,6 +253,7 @@ class Decision:
     low: float
     high: float
     sd: float
+    n_agree: int = 0  # greater: pairs pointing the claimed way; equal: pairs within ±delta
 
 
 def _scaled(x: float, scale: str, signed: bool = True) -> str:
@@ -294,7 +295,7 @@ def decide(differences: Sequence[float], *, delta: float = 0.0, kind: str = GREA
     if not n:
         raise ValueError("decide: no differences")
     if any(math.isnan(d) for d in diffs):
-        return Decision(INCONCLUSIVE, UNDECIDED, "a value is NaN", math.nan, -math.inf, math.inf, math.nan)
+        return Decision(INCONCLUSIVE, UNDECIDED, "a value is NaN", math.nan, -math.inf, math.inf, math.nan, 0)
     effect, low, high = paired_interval(diffs)
     sd = sample_sd(diffs)
     if kind == GREATER:
@@ -311,15 +312,16 @@ def decide(differences: Sequence[float], *, delta: float = 0.0, kind: str = GREA
     if not converged:
         undecided.append(not_converged)
     if undecided:
-        return Decision(INCONCLUSIVE, UNDECIDED, "; ".join(undecided + [direction]), effect, low, high, sd)
+        return Decision(INCONCLUSIVE, UNDECIDED, "; ".join(undecided + [direction]), effect, low, high, sd, agree)
     where = region(low, high, delta)
     if where == UNDECIDED:
         if delta > 0:
             why = f"the interval straddles zero and reaches beyond ±δ (δ = {_scaled(delta, scale, signed=False)})"
         else:
             why = "the interval straddles zero (no smallest effect of interest declared)"
-        return Decision(INCONCLUSIVE, UNDECIDED, f"{why}; {direction}", effect, low, high, sd)
-    return Decision(OUTCOME_OF[kind][where], where, _region_reason(where, kind, delta, scale), effect, low, high, sd)
+        return Decision(INCONCLUSIVE, UNDECIDED, f"{why}; {direction}", effect, low, high, sd, agree)
+    return Decision(OUTCOME_OF[kind][where], where, _region_reason(where, kind, delta, scale), effect, low, high, sd,
+                    agree)
 
 
 # ------------------------------------------------------------------ power
@@ -453,6 +455,14 @@ class Claim:
         return distance / half
 
     @property
+    def decision_text(self) -> str:
+        """The region in words: "the claimed way", "no effect", "the other way" (sameness claims:
+        "no difference", "larger", "smaller"), or "undecided"."""
+        words = ({POSITIVE: "larger", NO_EFFECT: "no difference", NEGATIVE: "smaller"} if self.kind == EQUAL else
+                 {POSITIVE: "the claimed way", NO_EFFECT: "no effect", NEGATIVE: "the other way"})
+        return words.get(self.decision, UNDECIDED)
+
+    @property
     def effect_text(self) -> str:
         return _scaled(self.effect, self.scale)
 
@@ -548,9 +558,8 @@ def paired(claim_id: str, statement: str, better: Sequence[float], worse: Sequen
     if isinstance(converged, Convergence) and not converged.converged and converged.reason:
         why_not += f" ({converged.reason})"
     d = decide(diffs, delta=eff.delta, kind=kind, converged=ok, scale=eff.scale, not_converged=why_not)
-    n_agree = sum(x > 0 for x in diffs) if kind == GREATER else sum(abs(x) < eff.delta for x in diffs)
     n_80, n_95 = (n_needed(d.effect, d.sd, eff.delta, p) for p in POWERS)
-    return Claim(claim_id, statement, d.outcome, d.reason, d.effect, d.low, d.high, len(diffs), n_agree, setting,
+    return Claim(claim_id, statement, d.outcome, d.reason, d.effect, d.low, d.high, len(diffs), d.n_agree, setting,
                  metric=metric or "", scale=eff.scale, delta=eff.delta, kind=kind, decision=d.decision, sd=d.sd,
                  n_80=n_80, n_95=n_95, labels=labels or (), converged=ok)
 
@@ -755,7 +764,7 @@ class Family:
         if self.outcome == NOT_HELD:
             bad = [c for c in self.checks if c.outcome == NOT_HELD]
             return f"not held in {len(bad)} of {n} setting{'s' if n != 1 else ''}: " + "; ".join(
-                f"{c.setting} ({c.decision})" for c in bad)
+                f"{c.setting} ({c.decision_text})" for c in bad)
         open_ = [c for c in self.checks if c.outcome == INCONCLUSIVE]
         return f"undecided in {len(open_)} of {n}: " + "; ".join(f"{c.setting} ({c.reason})" for c in open_)
 
