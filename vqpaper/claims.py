@@ -1,28 +1,94 @@
 """The paper's claims as checks on recorded numbers (SPEC §5): three-valued, with uncertainty.
 
-A claim compares two settings pair by pair (usually seed by seed), e.g. "pretraining gives a
-higher allocation entropy than scratch". The evidence is the paired difference, signed so that
-a positive value points the way the claim says. Over the ``n`` pairs we take its mean (the
-effect) and a two-sided t interval at ``CONFIDENCE``; the verdict is
+A claim compares two settings pair by pair (a pair = one seed, or one seed and coordinate), e.g.
+"pretraining gives a higher allocation entropy than scratch". The evidence is the paired
+difference, signed so that a positive value points the way the claim says; for a positive
+quantity with a ratio meaning (perplexity, MSE, ...) it is the difference of natural logs
+(``log better - log worse``: a ratio). Over the ``n`` pairs we take its mean (the *effect*), its
+sample standard deviation ``sd`` (ddof 1) and the two-sided Student-t interval
+``[low, high]`` at ``CONFIDENCE`` (95%).
 
-* **held** when the whole interval lies above zero,
-* **not held** when it lies at or below zero (the data point the other way, or show no
-  difference at all),
-* **inconclusive** when it straddles zero, when there are fewer than ``MIN_PAIRS`` pairs
-  (one seed says nothing about the seed-to-seed spread), or when the caller reports that
-  the runs had not converged.
+**Smallest effect of interest.** Each compared metric declares, in :data:`EFFECTS` and nowhere
+else, the smallest difference that matters, ``delta`` (δ), on its scale, with the reason
+(:func:`effects_table` prints them for the book). An unknown metric is an error, never a default.
 
-A verdict decided "3 of 3 seeds" by a hair is not decided: the interval says how far from
-zero the effect is, and ``margin`` says it in units of the interval's half-width, which the
-regression check uses to tell a decided verdict from one at its threshold (see
-``vqpaper.regression``). The book quotes ``verdict`` through ``glue``; a claim that does not
-hold at a profile is reported as such, not hidden.
+**Regions of the interval** (exhaustive and non-overlapping; :func:`region`):
+
+=========================================  ============  ======================================
+interval ``[low, high]`` of the effect      region        in words
+=========================================  ============  ======================================
+``low > 0`` and ``high >= δ``               positive      above zero, not shown negligible
+``-δ < low`` and ``high < δ``               no effect     inside (-δ, δ): no effect larger than δ
+``high < 0`` and ``low <= -δ``              negative      below zero, not shown negligible
+otherwise: ``low <= 0 <= high`` and         undecided     straddles zero and reaches beyond ±δ
+(``low <= -δ`` or ``high >= δ``)
+=========================================  ============  ======================================
+
+"Inside (-δ, δ)" is the equivalence test of two one-sided tests, each at 2.5%, i.e. the same 95%
+interval. An interval wholly below zero but inside (-δ, δ) is "no effect": it is not a
+difference larger than δ either way. With δ = 0 the "no effect" region is empty.
+
+**Outcome of a check** from the region and the claim's ``kind``:
+
+============  ===================  =======================  ============
+region        ``kind="greater"``   ``kind="equal"``         ``decision``
+============  ===================  =======================  ============
+positive      held                 not held                 positive
+no effect     not held             held                     no effect
+negative      not held             not held                 negative
+undecided     inconclusive         inconclusive             undecided
+============  ===================  =======================  ============
+
+``kind="greater"`` is "better beats worse" (most claims); ``kind="equal"`` is a claim of
+sameness ("as many peaks as the input", Fig. 2 (b)): held when no difference larger than δ
+is shown, not held when the interval excludes zero and reaches beyond ±δ. A check is also
+inconclusive, whatever its interval, with fewer than ``MIN_PAIRS`` pairs (one value has no
+spread: its spread is *unknown*, never "± 0"), when a value is NaN, or when the runs had not
+converged (below). Identical differences over distinct pairs have ``sd = 0`` and a zero-width
+interval: that is a measurement, and it decides. An inconclusive check says which way it points
+("points the claimed way in 3 of 3 pairs").
+
+**Families.** One sentence of the paper, checked in one or more settings: it holds when every
+check holds, is not held when any check is not held (``decision`` says "no effect",
+"negative"/"positive", or both), and is inconclusive otherwise.
+
+**Power.** Each check records the ``n`` pairs that would reach a decision with 80% and 95%
+probability if the measured effect and ``sd`` were the truth (:func:`n_needed`): when
+``|effect| >= δ`` the interval must exclude zero (noncentral t), when ``|effect| < δ`` it must
+fall inside (-δ, δ) (exact, integrating over the sample sd); at least ``MIN_PAIRS``, and
+``None`` when more than ``N_CAP`` pairs would be needed or the spread is unknown.
+:func:`power_table` tabulates them.
+
+**Convergence** (:func:`convergence_report`, :func:`convergence`): every stage of every run
+that feeds a claim (pretraining too) is judged on its training loss. Draw the loss curve through
+the per-epoch losses (straight lines between epochs 1..E); with ``last`` its mean over the
+stage's last quarter ``[1 + 3(E-1)/4, E]`` and ``before`` over the quarter before,
+``change = (before - last) / (first epoch's loss - last)``, the share of the stage's fall that
+came in its last quarter. The stage has converged when ``-CONVERGENCE_TOL <= change <
+CONVERGENCE_TOL``: a loss still falling by 10% of its fall, or rising by as much, has not; a
+stage of fewer than ``CONVERGENCE_MIN_EPOCHS`` epochs is too short to judge (not converged).
+The window is the exact quarter, the boundary epochs weighted by their share, not
+``ceil(E/4)`` whole epochs: the whole-epoch window jumps at E = 4k + 1 and judged 81 of 125
+exponential and power-law curves converged at some length and not one epoch later; the exact
+quarter is non-increasing in E on every such curve tested (tests/test_claims.py). For the final
+stage the compared metric itself is checked too, where the run recorded it at a checkpoint
+(``run.checkpoint = {"epoch", "fraction", "metrics"}``, at 3/4 of the final stage): a group of
+runs (the seeds of one setting) has settled on metric ``m`` when ``|mean over its seeds of
+(m_end - m_checkpoint)| < δ_m`` on the metric's scale. Without a checkpoint only the loss rule
+applies, and the report says so.
+
+``margin`` says how far a decided interval is from the nearest boundary of its region, in
+half-widths; the regression check uses it to tell a firm verdict from one at its threshold
+(see ``vqpaper.regression``). The book quotes ``verdict`` through ``glue``; a claim that does
+not hold at a profile is reported as such, not hidden.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence, Union
+
+import numpy as np
 
 from . import book, results
 from .spread import sample_sd
@@ -32,18 +98,113 @@ from .spread import sample_sd
 CONFIDENCE = 0.95
 #: Fewer pairs than this cannot estimate the spread, so they decide nothing.
 MIN_PAIRS = 2
-#: A run has converged when the last CONVERGENCE_TAIL of its final stage's epochs (at least one
-#: epoch) brought less than CONVERGENCE_TOL of that stage's whole fall of the training loss:
-#: a loss still falling that fast would move the numbers a claim compares. Measured as a
-#: share of the stage's own fall, not of the loss, because the synthetic losses end near 0,
-#: where a relative change of the loss itself is noise.
-CONVERGENCE_TAIL = 0.10
+#: Power: the probabilities of reaching a decision the power analysis reports, and the most
+#: pairs it searches (beyond it: "not reachable").
+POWERS = (0.80, 0.95)
+N_CAP = 1000
+#: A stage has converged when its last quarter brought less than this share of its fall (and
+#: rose by less than this share); see the module docstring.
 CONVERGENCE_TOL = 0.10
+#: Fewer epochs than this in a stage cannot be judged (two quarters of at least one epoch each
+#: and a first epoch before them).
+CONVERGENCE_MIN_EPOCHS = 4
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
 OUTCOMES = (HELD, NOT_HELD, INCONCLUSIVE)
+#: Regions of the interval (``Claim.decision``); see the module docstring.
+POSITIVE, NO_EFFECT, NEGATIVE, UNDECIDED = "positive", "no effect", "negative", "undecided"
+DECISIONS = (POSITIVE, NO_EFFECT, NEGATIVE, UNDECIDED)
+#: ``kind`` of a claim: "better beats worse", or "the two are the same".
+GREATER, EQUAL = "greater", "equal"
+KINDS = (GREATER, EQUAL)
+OUTCOME_OF = {GREATER: {POSITIVE: HELD, NO_EFFECT: NOT_HELD, NEGATIVE: NOT_HELD, UNDECIDED: INCONCLUSIVE},
+              EQUAL: {POSITIVE: NOT_HELD, NO_EFFECT: HELD, NEGATIVE: NOT_HELD, UNDECIDED: INCONCLUSIVE}}
+ABSOLUTE, LOG = "absolute", "log"
+SCALES = (ABSOLUTE, LOG)
 
 
+# ------------------------------------------------------------------ smallest effects of interest
+@dataclass(frozen=True)
+class Effect:
+    """The smallest effect of interest of one metric: ``delta`` on ``scale``, and why.
+
+    ``scale="absolute"``: differences of the values; ``scale="log"``: differences of their
+    natural logs (a ratio; positive quantities only). ``per_codebook``: ``delta`` is a share of
+    the codebook size, resolved by :func:`effect_for`.
+    """
+
+    scale: str
+    delta: float
+    reason: str
+    per_codebook: bool = False
+
+    def __post_init__(self):
+        if self.scale not in SCALES:
+            raise ValueError(f"Effect scale must be one of {SCALES}, got {self.scale!r}")
+        if not (math.isfinite(self.delta) and self.delta >= 0):
+            raise ValueError(f"Effect delta must be a finite number >= 0, got {self.delta!r}")
+
+    @property
+    def text(self) -> str:
+        """δ in words: ``"0.05"`` or ``"10% (ratio 1.1)"``."""
+        if self.scale == LOG:
+            return f"{math.expm1(self.delta):.0%} (ratio {math.exp(self.delta):.3g})"
+        return f"{self.delta:.3g}"
+
+
+_SHARE = "one twentieth of the metric's range [0, 1]"
+_RATIO = "a 10% change: the ratio of the two values beyond 1.1 (or below 1/1.1)"
+_PEAKS = ("half a peak: counts are integers, a mean difference under half a peak is no systematic "
+          "difference")
+_LOG10 = math.log(1.10)
+
+#: metric -> its smallest effect of interest, with the reason (the book shows this table).
+EFFECTS: dict[str, Effect] = {
+    **{m: Effect(ABSOLUTE, 0.05, _SHARE) for m in (
+        "alloc_entropy", "usage", "coverage", "precision", "participation_ratio", "dead_tokens_near_origin")},
+    "min_spread_ratio": Effect(ABSOLUTE, 0.05, "one twentieth of a faithful reconstruction's value 1 (the worst "
+                                               "cluster reconstructed with its data's variance)"),
+    **{m: Effect(LOG, _LOG10, _RATIO) for m in (
+        "perplexity", "codes_used", "distinct_code_tuples", "mse", "test_mse", "test_mse_normalised",
+        "sliced_wasserstein", "quantization_error", "range", "init_range")},
+    "perplexity_growth": Effect(LOG, _LOG10, "a 10% larger (or smaller) growth factor of the perplexity between "
+                                             "two codebook sizes"),
+    "log_perplexity_slope": Effect(ABSOLUTE, 0.05, "one twentieth of full use's slope: with every token used the "
+                                                   "perplexity grows as K, a slope of 1 of log perplexity over "
+                                                   "log K; 0.05 is a 3.5% rise per doubling of K"),
+    "min_tokens_per_cluster": Effect(ABSOLUTE, 0.01, "a hundredth of the codebook", per_codebook=True),
+    **{m: Effect(ABSOLUTE, 0.5, _PEAKS) for m in ("peaks", "embedding_peaks", "token_peaks", "peaks_with_tokens")},
+}
+
+
+def effect_for(metric: str, codebook_size: Optional[int] = None) -> Effect:
+    """The :data:`EFFECTS` entry of ``metric``, with a per-codebook delta resolved for ``codebook_size``."""
+    if metric not in EFFECTS:
+        raise ValueError(f"no smallest effect of interest is declared for metric {metric!r}; known metrics: "
+                         f"{sorted(EFFECTS)} (add it to vqpaper.claims.EFFECTS with its reason)")
+    e = EFFECTS[metric]
+    if not e.per_codebook:
+        return e
+    if isinstance(codebook_size, bool) or not isinstance(codebook_size, (int, np.integer)) or codebook_size < 1:
+        raise ValueError(f"metric {metric!r}: its smallest effect is {e.reason}, so codebook_size must be a "
+                         f"positive int, got {codebook_size!r}")
+    return Effect(e.scale, e.delta * int(codebook_size), f"{e.reason} (K = {int(codebook_size):,})")
+
+
+def effect_rows() -> list[dict]:
+    """Every metric's smallest effect of interest: ``{metric, scale, δ, reason}`` (the book's table)."""
+    return [{"metric": m, "scale": "log (ratio)" if e.scale == LOG else "absolute",
+             "δ": f"{e.delta:g} × K" if e.per_codebook else e.text, "reason": e.reason} for m, e in EFFECTS.items()]
+
+
+def effects_table():
+    """:func:`effect_rows` as a DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame(effect_rows())
+
+
+# ------------------------------------------------------------------ the interval
 def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
     """The two-sided Student t quantile for the mean of ``n`` values (``n - 1`` degrees of freedom)."""
     from scipy.stats import t  # heavy (2 s to import): only a verdict needs it
@@ -52,7 +213,10 @@ def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
 
 
 def paired_interval(differences: Sequence[float], confidence: float = CONFIDENCE):
-    """``(mean, low, high)`` of the mean of ``differences`` (t interval; sample std, ddof 1)."""
+    """``(mean, low, high)`` of the mean of ``differences`` (t interval; sample sd, ddof 1).
+
+    One difference has no spread: the interval is ``(-inf, inf)``, never zero-width.
+    """
     n = len(differences)
     mean = math.fsum(differences) / n
     if n < 2:
@@ -61,18 +225,194 @@ def paired_interval(differences: Sequence[float], confidence: float = CONFIDENCE
     return mean, mean - half, mean + half
 
 
+def region(low: float, high: float, delta: float) -> str:
+    """Which region of the module docstring's table the interval ``[low, high]`` falls in."""
+    if low > 0 and high >= delta:
+        return POSITIVE
+    if -delta < low and high < delta:
+        return NO_EFFECT
+    if high < 0 and low <= -delta:
+        return NEGATIVE
+    return UNDECIDED
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :func:`decide` found: the outcome, the region of the interval and the numbers."""
+
+    outcome: str
+    decision: str
+    reason: str
+    effect: float
+    low: float
+    high: float
+    sd: float
+    n_agree: int = 0  # greater: pairs pointing the claimed way; equal: pairs within ±delta
+
+
+def _scaled(x: float, scale: str, signed: bool = True) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    if scale == LOG:
+        return f"×{math.exp(x):.3g}"
+    return f"{x:+.3g}" if signed else f"{x:.3g}"
+
+
+def _region_reason(decision: str, kind: str, delta: float, scale: str) -> str:
+    d = _scaled(delta, scale, signed=False)
+    inside = (f"(×{math.exp(-delta):.3g}, ×{math.exp(delta):.3g})" if scale == LOG
+              else f"(-{delta:.3g}, {delta:.3g})")
+    if decision == NO_EFFECT:
+        return (f"no {'difference' if kind == EQUAL else 'effect'} larger than δ = {d}: the interval lies inside "
+                f"{inside}")
+    if kind == EQUAL:
+        side = "above" if decision == POSITIVE else "below"
+        return f"a difference: the interval lies {side} zero and reaches beyond ±δ = {d}"
+    if decision == POSITIVE:
+        return f"the claimed way: the interval lies above zero and reaches δ = {d}"
+    return f"the other way: the interval lies below zero and reaches -δ (δ = {d})"
+
+
+def decide(differences: Sequence[float], *, delta: float = 0.0, kind: str = GREATER, converged: bool = True,
+           scale: str = ABSOLUTE, not_converged: str = "the runs had not converged") -> Decision:
+    """The outcome of paired ``differences`` signed the claim's way (module docstring's tables).
+
+    ``delta`` is the smallest effect of interest on ``scale`` (only used for words there);
+    ``not_converged`` the words used when ``converged`` is false.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not (math.isfinite(delta) and delta >= 0):
+        raise ValueError(f"delta must be a finite number >= 0, got {delta!r}")
+    diffs = [float(d) for d in differences]
+    n = len(diffs)
+    if not n:
+        raise ValueError("decide: no differences")
+    if any(math.isnan(d) for d in diffs):
+        return Decision(INCONCLUSIVE, UNDECIDED, "a value is NaN", math.nan, -math.inf, math.inf, math.nan, 0)
+    effect, low, high = paired_interval(diffs)
+    sd = sample_sd(diffs) if n > 1 else math.nan  # one value: its spread is unknown, not 0
+    if kind == GREATER:
+        agree = sum(d > 0 for d in diffs)
+        direction = f"points the claimed way in {agree} of {n} pair{'s' if n != 1 else ''}"
+    else:
+        agree = sum(abs(d) < delta for d in diffs)
+        direction = f"{agree} of {n} pair{'s' if n != 1 else ''} differ by less than δ"
+    undecided = []
+    if n < MIN_PAIRS:
+        undecided.append(f"{n} pair{'s' if n != 1 else ''}: the spread is unknown (need {MIN_PAIRS})")
+    elif not (math.isfinite(sd) and math.isfinite(low) and math.isfinite(high)):
+        undecided.append("the spread cannot be estimated")
+    if not converged:
+        undecided.append(not_converged)
+    if undecided:
+        return Decision(INCONCLUSIVE, UNDECIDED, "; ".join(undecided + [direction]), effect, low, high, sd, agree)
+    where = region(low, high, delta)
+    if where == UNDECIDED:
+        if delta > 0:
+            why = f"the interval straddles zero and reaches beyond ±δ (δ = {_scaled(delta, scale, signed=False)})"
+        else:
+            why = "the interval straddles zero (no smallest effect of interest declared)"
+        return Decision(INCONCLUSIVE, UNDECIDED, f"{why}; {direction}", effect, low, high, sd, agree)
+    return Decision(OUTCOME_OF[kind][where], where, _region_reason(where, kind, delta, scale), effect, low, high, sd,
+                    agree)
+
+
+# ------------------------------------------------------------------ power
+def power(effect: float, sd: float, n: int, delta: float, confidence: float = CONFIDENCE) -> float:
+    """Probability that ``n`` pairs reach the decision the effect points to, if ``effect`` and ``sd`` are true.
+
+    ``|effect| >= delta``: the interval excludes zero (two-sided t test, noncentral t);
+    ``|effect| < delta``: the interval lies inside (-delta, delta) (two one-sided tests),
+    computed exactly by integrating over the chi-square distribution of the sample variance
+    (Gauss-Legendre, 256 nodes).
+    """
+    from scipy import special  # see t_quantile; the special functions keep a search over n fast
+
+    if n < MIN_PAIRS or not (math.isfinite(effect) and math.isfinite(sd)):
+        return 0.0
+    df = n - 1
+    tc = float(special.stdtrit(df, 0.5 + confidence / 2))
+    if abs(effect) >= delta:
+        if sd == 0:
+            return 1.0 if effect != 0 else 0.0
+        nc = math.sqrt(n) * abs(effect) / sd
+        p = float(1 - special.nctdtr(df, nc, tc) + special.nctdtr(df, nc, -tc))
+        if not math.isfinite(p):  # the noncentral t gives NaN far in its tail (large n and nc): the normal limit
+            p = float(special.ndtr(nc - tc) + special.ndtr(-tc - nc))
+        return min(max(p, 0.0), 1.0)
+    if sd == 0:
+        return 1.0
+    se = sd / math.sqrt(n)
+    # the half-width is tc * se * sqrt(V / df) with V ~ chi2(df); inside (-delta, delta) needs it below delta
+    v_max = df * (delta / (tc * se)) ** 2
+    lo_v, hi_v = float(special.chdtri(df, 1 - 1e-12)), min(v_max, float(special.chdtri(df, 1e-12)))
+    if hi_v <= lo_v:
+        return 0.0
+    x, w = _legendre()
+    v = lo_v + (hi_v - lo_v) * (x + 1) / 2
+    half = tc * se * np.sqrt(v / df)
+    inside = np.clip(special.ndtr((delta - half - effect) / se) - special.ndtr((-delta + half - effect) / se), 0, None)
+    log_pdf = (df / 2 - 1) * np.log(v) - v / 2 - df / 2 * math.log(2) - special.gammaln(df / 2)
+    return float(min(max(np.sum(w * inside * np.exp(log_pdf)) * (hi_v - lo_v) / 2, 0.0), 1.0))
+
+
+_NODES: list = []
+
+
+def _legendre():
+    if not _NODES:
+        _NODES.extend(np.polynomial.legendre.leggauss(256))
+    return _NODES
+
+
+def n_needed(effect: float, sd: float, delta: float, target: float, cap: int = N_CAP) -> Optional[int]:
+    """The fewest pairs (at least ``MIN_PAIRS``) whose :func:`power` reaches ``target``; None beyond ``cap``."""
+    if not (math.isfinite(effect) and math.isfinite(sd)):
+        return None
+    if power(effect, sd, MIN_PAIRS, delta) >= target:
+        return MIN_PAIRS
+    if power(effect, sd, cap, delta) < target:
+        return None
+    lo, hi = MIN_PAIRS, cap  # power(lo) < target <= power(hi); power rises with n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if power(effect, sd, mid, delta) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _n_text(n: Optional[int], spread_known: bool) -> str:
+    if not spread_known:
+        return "unknown (no spread)"
+    return f"> {N_CAP}" if n is None else str(n)
+
+
+# ------------------------------------------------------------------ one check
 @dataclass
 class Claim:
     id: str
     statement: str
     outcome: str           # "held", "not held" or "inconclusive"
     reason: str            # why, in words
-    effect: float          # mean paired difference, positive = the claimed direction
+    effect: float          # mean paired difference on the metric's scale, positive = the claimed direction
     low: float             # interval of the effect
     high: float
     n: int                 # pairs (usually seeds)
-    n_agree: int           # pairs whose difference points the claimed way
+    n_agree: int           # greater: pairs pointing the claimed way; equal: pairs within ±delta
     setting: str = ""      # where it was checked, e.g. "2-D" (default: the statement)
+    metric: str = ""       # the compared metric (its EFFECTS entry), "" when none was declared
+    scale: str = ABSOLUTE  # "absolute" or "log" (effect, low, high, delta are log ratios)
+    delta: float = 0.0     # smallest effect of interest on that scale
+    kind: str = GREATER    # "greater" or "equal"
+    decision: str = ""     # region of the interval: positive, no effect, negative, undecided
+    sd: float = math.nan   # sample sd of the paired differences (NaN: unknown)
+    n_80: Optional[int] = None   # pairs needed to decide with 80% / 95% probability (None: > N_CAP or unknown)
+    n_95: Optional[int] = None
+    labels: tuple = ()     # the pairs' labels (seeds), when given
+    converged: bool = True
 
     def __post_init__(self):
         self.setting = self.setting or self.statement
@@ -86,114 +426,297 @@ class Claim:
         return self.outcome != INCONCLUSIVE
 
     @property
-    def margin(self) -> float:
-        """How far the interval's near end is from zero, in half-widths (inf: no spread at all).
+    def spread_known(self) -> bool:
+        return math.isfinite(self.sd)
 
-        0 means the interval touches zero (a verdict at its threshold); 1 means zero is a
-        whole half-width beyond the interval's end. Negative for an interval that straddles zero.
+    @property
+    def margin(self) -> float:
+        """How far the interval lies inside its region, in half-widths (inf: zero width, strictly inside).
+
+        Decided: the distance from the nearest boundary of the region (0 = on it, a verdict at
+        its threshold; 1 = a whole half-width inside). Undecided: the near end's distance from
+        zero, negative or 0 (the interval straddles zero); -inf without an interval.
         """
         half = (self.high - self.low) / 2
         if not math.isfinite(half):
             return -math.inf
-        distance = self.low if self.effect > 0 else -self.high
+        d = self.delta
+        distance = {POSITIVE: min(self.low, self.high - d), NO_EFFECT: min(self.low + d, d - self.high),
+                    NEGATIVE: min(-self.high, -d - self.low)}.get(
+            self.decision, self.low if self.effect > 0 else -self.high)
         if half == 0:
             return math.inf if distance > 0 else (0.0 if distance == 0 else -math.inf)
         return distance / half
 
     @property
+    def decision_text(self) -> str:
+        """The region in words: "the claimed way", "no effect", "the other way" (sameness claims:
+        "no difference", "larger", "smaller"), or "undecided"."""
+        words = ({POSITIVE: "larger", NO_EFFECT: "no difference", NEGATIVE: "smaller"} if self.kind == EQUAL else
+                 {POSITIVE: "the claimed way", NO_EFFECT: "no effect", NEGATIVE: "the other way"})
+        return words.get(self.decision, UNDECIDED)
+
+    @property
+    def effect_text(self) -> str:
+        return _scaled(self.effect, self.scale)
+
+    @property
     def interval_text(self) -> str:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            return "no interval"
-        return f"{int(CONFIDENCE * 100)}% CI [{_num(self.low)}, {_num(self.high)}]"
+            return "no interval (spread unknown)"
+        return (f"{int(CONFIDENCE * 100)}% CI [{_scaled(self.low, self.scale, signed=False)}, "
+                f"{_scaled(self.high, self.scale, signed=False)}]")
 
     @property
     def verdict(self) -> str:
         """One line for the book: outcome, effect, interval and the reason."""
-        return (f"{self.outcome}: effect {_num(self.effect, signed=True)}, {self.interval_text} "
+        return (f"{self.outcome}: effect {self.effect_text}, {self.interval_text} "
                 f"over {self.n} pair{'s' if self.n != 1 else ''} ({self.reason})")
 
+    def n_needed_text(self, target: float) -> str:
+        """Pairs needed to decide with probability ``target`` (one of ``POWERS``), in words."""
+        n = {0.80: self.n_80, 0.95: self.n_95}[target]
+        return _n_text(n, self.spread_known)
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "margin": self.margin, "verdict": self.verdict}
+        d = asdict(self)
+        d["labels"] = [list(x) if isinstance(x, tuple) else x for x in self.labels]
+        return {**d, "margin": self.margin, "verdict": self.verdict}
 
 
 def _num(x: float, signed: bool = False) -> str:
     if not math.isfinite(x):
         return str(x)
-    text = f"{x:+.3g}" if signed else f"{x:.3g}"
-    return text
+    return f"{x:+.3g}" if signed else f"{x:.3g}"
 
 
-def decide(differences: Sequence[float], converged: bool = True) -> tuple[str, str, float, float, float]:
-    """``(outcome, reason, effect, low, high)`` for paired differences signed the claim's way."""
-    diffs = [float(d) for d in differences]
-    n = len(diffs)
-    if any(math.isnan(d) for d in diffs):
-        return INCONCLUSIVE, "a value is NaN", math.nan, -math.inf, math.inf
-    effect, low, high = paired_interval(diffs)
-    undecided = []
-    if n < MIN_PAIRS:
-        undecided.append(f"{n} pair{'s' if n != 1 else ''}: too few to estimate the spread (need {MIN_PAIRS})")
-    if not converged:
-        undecided.append("the runs had not converged")
-    if undecided:
-        return INCONCLUSIVE, "; ".join(undecided), effect, low, high
-    if low > 0:
-        return HELD, "the interval lies above zero", effect, low, high
-    if high <= 0:
-        why = "no difference in any pair" if low == high == 0 else "the interval lies at or below zero"
-        return NOT_HELD, why, effect, low, high
-    return INCONCLUSIVE, "the interval straddles zero", effect, low, high
+@dataclass
+class Convergence:
+    """Whether runs converged, the per-run and per-stage numbers behind it, and why not.
+
+    ``stages``: one row per run and stage (:func:`convergence_report` plus the run's group and
+    seed); ``drift``: one row per group of runs and compared metric (:func:`metric_drift`).
+    It is truthy when every stage and every metric checked has converged.
+    """
+
+    converged: bool
+    reason: str = ""
+    stages: list = field(default_factory=list)
+    drift: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.converged
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def paired(claim_id: str, statement: str, better: Sequence[float], worse: Sequence[float],
-           higher_is_better: bool = True, converged: Optional[bool] = True, setting: str = "") -> Claim:
+           higher_is_better: bool = True, converged: Union[bool, Convergence, None] = True, setting: str = "", *,
+           metric: Optional[str] = None, codebook_size: Optional[int] = None, kind: str = GREATER,
+           labels: Optional[Sequence] = None) -> Claim:
     """Claim "``better`` beats ``worse``" pair by pair (``better[i]`` vs ``worse[i]``, usually seeds).
 
-    ``converged=False`` (some run's loss was still falling, see :func:`converged`) makes the
-    outcome inconclusive whatever the numbers say.
+    ``metric`` names the compared metric's :data:`EFFECTS` entry (scale and smallest effect;
+    ``codebook_size`` for a per-codebook one); without it δ = 0 and "no effect" cannot be
+    decided (the reason says so). ``kind="equal"``: the claim is that the two are the same.
+    ``labels`` (e.g. the seeds) must all differ: a repeated seed is the same run twice, not a
+    second pair. ``converged`` false (or a false :class:`Convergence`) makes the outcome
+    inconclusive whatever the numbers say; ``None`` counts as converged.
     """
     if len(better) != len(worse) or not len(better):
         raise ValueError(f"claim {claim_id}: need two equally long, non-empty lists, got {len(better)} and {len(worse)}")
+    if labels is not None:
+        labels = tuple(tuple(x) if isinstance(x, list) else x for x in labels)
+        if len(labels) != len(better):
+            raise ValueError(f"claim {claim_id}: {len(labels)} labels for {len(better)} pairs; give one label "
+                             f"(seed) per pair")
+        repeated = sorted({x for x in labels if labels.count(x) > 1}, key=repr)
+        if repeated:
+            raise ValueError(f"claim {claim_id}: pair labels (seeds) must all differ, got {list(labels)} with "
+                             f"{repeated} repeated; a repeated seed is the same run again, not another pair")
+    eff = effect_for(metric, codebook_size) if metric is not None else Effect(ABSOLUTE, 0.0, "none declared")
     sign = 1.0 if higher_is_better else -1.0
-    diffs = [sign * (float(b) - float(w)) for b, w in zip(better, worse)]
-    outcome, reason, effect, low, high = decide(diffs, converged=converged is not False)
-    return Claim(claim_id, statement, outcome, reason, effect, low, high, len(diffs),
-                 sum(d > 0 for d in diffs), setting)
+    b = [float(x) for x in better]
+    w = [float(x) for x in worse]
+    if eff.scale == LOG:
+        bad = [x for x in b + w if not math.isnan(x) and x <= 0]
+        if bad:
+            raise ValueError(f"claim {claim_id}: metric {metric!r} is compared as a ratio (log scale), so its values "
+                             f"must be positive, got {bad[:3]}")
+        b, w = [math.log(x) for x in b], [math.log(x) for x in w]
+    diffs = [sign * (x - y) for x, y in zip(b, w)]
+    ok = converged is None or bool(converged)
+    why_not = "the runs had not converged"
+    if isinstance(converged, Convergence) and not converged.converged and converged.reason:
+        why_not += f" ({converged.reason})"
+    d = decide(diffs, delta=eff.delta, kind=kind, converged=ok, scale=eff.scale, not_converged=why_not)
+    n_80, n_95 = (n_needed(d.effect, d.sd, eff.delta, p) for p in POWERS)
+    return Claim(claim_id, statement, d.outcome, d.reason, d.effect, d.low, d.high, len(diffs), d.n_agree, setting,
+                 metric=metric or "", scale=eff.scale, delta=eff.delta, kind=kind, decision=d.decision, sd=d.sd,
+                 n_80=n_80, n_95=n_95, labels=labels or (), converged=ok)
 
 
-def loss_change(history: Sequence[dict], tail: float = CONVERGENCE_TAIL) -> float:
-    """The share of the final stage's fall of the training loss that came in its last ``tail``.
+def log_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of ``log y`` over ``log x`` (e.g. log perplexity over log K: 1 = grows as K)."""
+    lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
+    if lx.size < 2 or np.ptp(lx) == 0:
+        raise ValueError(f"log_slope needs at least two distinct x, got {list(x)}")
+    return float(np.polyfit(lx, ly, 1)[0])
 
-    ``(mean of the window before - mean of the last window) / (first epoch - mean of the last
-    window)``, each window ``max(1, ceil(tail * epochs))`` epochs long; 0 when the stage's loss
-    did not fall at all, NaN when the stage has fewer than two windows of epochs. ``history`` is
-    a run's list of per-epoch records (``stage``, ``loss``).
+
+# ------------------------------------------------------------------ convergence
+def _curve_mean(losses: Sequence[float], a: float, b: float) -> float:
+    """Mean over epochs [a, b] of the curve through (i, losses[i - 1]), straight between epochs."""
+    xs = np.arange(1, len(losses) + 1, dtype=float)
+    grid = np.concatenate([[a], xs[(xs > a) & (xs < b)], [b]])
+    ys = np.interp(grid, xs, np.asarray(losses, dtype=float))
+    return float(np.sum((ys[1:] + ys[:-1]) * np.diff(grid)) / 2 / (b - a))
+
+
+def stage_change(losses: Sequence[float], tol: float = CONVERGENCE_TOL) -> dict:
+    """One stage's convergence: ``{epochs, first, before, last, change, threshold, converged, why}``.
+
+    ``change = (before - last) / (first - last)`` (module docstring); a stage whose loss ended
+    above its first epoch is measured against the size of that rise, so a loss that keeps
+    rising gives a negative change. NaN with fewer than ``CONVERGENCE_MIN_EPOCHS`` epochs.
     """
-    if not history:
+    losses = [float(v) for v in losses]
+    e = len(losses)
+    row = {"epochs": e, "first": losses[0] if losses else math.nan, "before": math.nan, "last": math.nan,
+           "change": math.nan, "threshold": tol, "converged": False}
+    if e < CONVERGENCE_MIN_EPOCHS:
+        return {**row, "why": f"too short to judge ({e} epoch{'s' if e != 1 else ''}, need "
+                              f"{CONVERGENCE_MIN_EPOCHS})"}
+    if any(not math.isfinite(v) for v in losses):
+        return {**row, "why": "a loss is not finite"}
+    mid, three_q = 1 + (e - 1) / 2, 1 + 3 * (e - 1) / 4
+    # measured from the final epoch's loss, so that a flat stretch gives exact zeros, not round-off
+    offsets = [v - losses[-1] for v in losses]
+    before, last = _curve_mean(offsets, mid, three_q), _curve_mean(offsets, three_q, e)
+    fall = offsets[0] - last
+    if fall != 0:
+        change = (before - last) / abs(fall)
+    else:
+        change = 0.0 if before == last else math.copysign(math.inf, before - last)
+    before, last = before + losses[-1], last + losses[-1]
+    ok = -tol <= change < tol
+    if ok:
+        why = "flattened"
+    elif change > 0:
+        why = f"still falling: the last quarter brought {change:.0%} of the stage's fall (threshold {tol:.0%})"
+    else:
+        why = f"rising: the loss rose by {-change:.0%} of the stage's fall in the last quarter (threshold {tol:.0%})"
+    return {**row, "before": before, "last": last, "change": change, "converged": ok, "why": why}
+
+
+def _stages(history: Sequence[dict]) -> dict:
+    """``{stage: [losses]}`` in the order the stages ran."""
+    out: dict = {}
+    for r in history:
+        out.setdefault(r.get("stage"), []).append(r["loss"])
+    return out
+
+
+def convergence_report(run_or_history, tol: float = CONVERGENCE_TOL) -> list[dict]:
+    """Per stage of a run (or of its ``history``): ``{stage, epochs, change, threshold, converged, why, ...}``."""
+    history = getattr(run_or_history, "history", run_or_history)
+    return [{"stage": stage, **stage_change(losses, tol)} for stage, losses in _stages(history or []).items()]
+
+
+def loss_change(history: Sequence[dict], stage: Optional[str] = None) -> float:
+    """The ``change`` of one stage (default: the final one) of a run's ``history``; NaN when it cannot be judged."""
+    stages = _stages(history or [])
+    if not stages:
         return math.nan
-    stage = history[-1].get("stage")
-    losses = [float(r["loss"]) for r in history if r.get("stage") == stage]
-    k = max(1, math.ceil(tail * len(losses)))
-    if len(losses) < 2 * k:
-        return math.nan
-    m_last, m_before = math.fsum(losses[-k:]) / k, math.fsum(losses[-2 * k:-k]) / k
-    fall = losses[0] - m_last
-    return (m_before - m_last) / fall if fall > 0 else 0.0
+    if stage is None:
+        stage = list(stages)[-1]
+    if stage not in stages:
+        raise ValueError(f"stage {stage!r} not in the history (stages: {list(stages)})")
+    return stage_change(stages[stage])["change"]
 
 
-def converged(history: Sequence[dict], tail: float = CONVERGENCE_TAIL, tol: float = CONVERGENCE_TOL) -> bool:
-    """Whether the final stage's loss has flattened (see ``CONVERGENCE_TOL``); too short a run has not."""
-    change = loss_change(history, tail)
-    return bool(math.isfinite(change) and change < tol)
+def converged(history: Sequence[dict], tol: float = CONVERGENCE_TOL) -> bool:
+    """Whether every stage of a run's training loss has converged; an empty history has not."""
+    report = convergence_report(history, tol)
+    return bool(report) and all(r["converged"] for r in report)
 
 
+def metric_drift(runs: Sequence, metric: str, codebook_size: Optional[int] = None) -> dict:
+    """Whether a group of runs (the seeds of one setting) has settled on ``metric`` over the last quarter.
+
+    Reads each run's ``checkpoint`` (``{"epoch", "fraction", "metrics"}``, recorded at 3/4 of
+    the final stage): ``drift`` is the mean over the runs of ``metric`` at the end minus at the
+    checkpoint, on the metric's scale; settled when ``|drift| < delta``. ``converged`` is None,
+    with the reason, when a run has no checkpoint of ``metric`` (the loss rule alone applies).
+    """
+    if codebook_size is None:
+        sizes = {r.config.get("codebook_size") for r in runs}
+        codebook_size = sizes.pop() if len(sizes) == 1 else None
+    eff = effect_for(metric, codebook_size)
+    row = {"metric": metric, "scale": eff.scale, "delta": eff.delta, "n": len(runs), "drift": math.nan,
+           "converged": None}
+    points = []
+    for r in runs:
+        cp = getattr(r, "checkpoint", None)
+        if not cp or metric not in cp.get("metrics", {}) or metric not in r.metrics:
+            return {**row, "why": f"no checkpoint of {metric} recorded: the loss rule only"}
+        points.append((float(cp["metrics"][metric]), float(r.metrics[metric]), cp.get("fraction")))
+    if not points:
+        return {**row, "why": "no runs"}
+    if eff.scale == LOG:
+        if any(x <= 0 for p in points for x in p[:2]):
+            return {**row, "converged": False, "why": f"{metric} is not positive, cannot compare as a ratio"}
+        moves = [math.log(end) - math.log(cp) for cp, end, _ in points]
+    else:
+        moves = [end - cp for cp, end, _ in points]
+    drift = math.fsum(moves) / len(moves)
+    ok = bool(abs(drift) < eff.delta)  # NaN -> False
+    since = {p[2] for p in points}
+    frm = f"{since.pop():.0%} of the final stage" if len(since) == 1 and None not in since else "the checkpoint"
+    why = (f"settled: mean change {_scaled(drift, eff.scale)} from {frm} to the end, within δ = "
+           f"{_scaled(eff.delta, eff.scale, signed=False)}" if ok else
+           f"still drifting: mean change {_scaled(drift, eff.scale)} from {frm} to the end, δ = "
+           f"{_scaled(eff.delta, eff.scale, signed=False)}")
+    return {**row, "drift": drift, "converged": ok, "why": why}
+
+
+def convergence(*groups: Sequence, metric: Optional[str] = None, tol: float = CONVERGENCE_TOL) -> Convergence:
+    """Convergence of the runs behind a check: each group is the seeds of one compared setting.
+
+    Every stage of every run by the loss rule; with ``metric``, each group's drift on it
+    (:func:`metric_drift`) where the runs recorded a checkpoint.
+    """
+    stages, drift, notes, failed = [], [], [], []
+    for g, runs in enumerate(groups):
+        for run in runs:
+            seed = run.config.get("seed")
+            report = convergence_report(run, tol)
+            if not report:
+                report = [{"stage": None, **stage_change([], tol), "why": "no training history"}]
+            for row in report:
+                stages.append({"group": g, "seed": seed, **row})
+                if not row["converged"]:
+                    failed.append(f"seed {seed}, {row['stage'] or 'training'}: {row['why']}")
+        if metric is not None and runs:
+            row = {"group": g, **metric_drift(runs, metric)}
+            drift.append(row)
+            if row["converged"] is None:
+                notes.append(row["why"])
+            elif not row["converged"]:
+                failed.append(f"{metric}: {row['why']}")
+    return Convergence(not failed, "; ".join(failed), stages, drift, sorted(set(notes)))
+
+
+# ------------------------------------------------------------------ one sentence of the paper
 @dataclass
 class Family:
     """One claim of the paper (one sentence, one direction), checked in one or more settings.
 
     ``checks`` all point the way the sentence does, so they are never summed against checks of
-    the opposite direction. The family **holds** when every check holds, **fails** (not held)
-    when any check fails, and is **inconclusive** otherwise. ``phrases`` give the book's
+    the opposite direction. The family **holds** when every check holds, is **not held** when
+    any check is not held, and is **inconclusive** otherwise. ``phrases`` give the book's
     sentence for each outcome, so prose is computed from the verdict, never typed next to it.
     """
 
@@ -220,6 +743,14 @@ class Family:
         return INCONCLUSIVE
 
     @property
+    def decision(self) -> str:
+        """Held / inconclusive: the outcome. Not held: the regions of the failing checks, e.g. "no effect"."""
+        if self.outcome != NOT_HELD:
+            return self.outcome
+        found = {c.decision for c in self.checks if c.outcome == NOT_HELD}
+        return " and ".join(d for d in DECISIONS if d in found)
+
+    @property
     def reason(self) -> str:
         n = len(self.checks)
         if self.outcome == HELD:
@@ -227,7 +758,7 @@ class Family:
         if self.outcome == NOT_HELD:
             bad = [c for c in self.checks if c.outcome == NOT_HELD]
             return f"not held in {len(bad)} of {n} setting{'s' if n != 1 else ''}: " + "; ".join(
-                c.setting for c in bad)
+                f"{c.setting} ({c.decision_text})" for c in bad)
         open_ = [c for c in self.checks if c.outcome == INCONCLUSIVE]
         return f"undecided in {len(open_)} of {n}: " + "; ".join(f"{c.setting} ({c.reason})" for c in open_)
 
@@ -241,9 +772,10 @@ class Family:
 
     def as_dict(self) -> dict:
         return {"id": self.id, "source": self.source, "paper": self.paper, "outcome": self.outcome,
-                "verdict": self.verdict, "checks": {c.id: c.as_dict() for c in self.checks}}
+                "decision": self.decision, "verdict": self.verdict, "checks": {c.id: c.as_dict() for c in self.checks}}
 
 
+# ------------------------------------------------------------------ counts and tables
 def count(checks: Sequence) -> str:
     """"4 held, 1 not held, 2 inconclusive" (zero counts left out)."""
     parts = [f"{sum(c.outcome == o for c in checks)} {o}" for o in OUTCOMES
@@ -251,17 +783,36 @@ def count(checks: Sequence) -> str:
     return ", ".join(parts) if parts else "no checks"
 
 
+def _rows(items: Sequence):
+    """``(family or None, check)`` for claims or families of claims."""
+    for item in items:
+        for c in (item.checks if isinstance(item, Family) else [item]):
+            yield (item if isinstance(item, Family) else None), c
+
+
 def table(items: Sequence):
     """Claims, or families of claims, as a DataFrame for display: one row per check."""
     import pandas as pd  # heavy: only notebooks show tables
 
-    rows = []
-    for item in items:
-        for c in (item.checks if isinstance(item, Family) else [item]):
-            rows.append({**({"family": item.id, "family outcome": item.outcome} if isinstance(item, Family) else {}),
-                         "check": c.statement, "outcome": c.outcome, "effect": f"{c.effect:+.3g}",
-                         "interval": c.interval_text, "pairs": c.n, "why": c.reason})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{**({"family": f.id, "family outcome": f.outcome} if f is not None else {}),
+                          "check": c.statement, "outcome": c.outcome, "effect": c.effect_text,
+                          "interval": c.interval_text, "δ": _scaled(c.delta, c.scale, signed=False),
+                          "pairs": c.n, "why": c.reason} for f, c in _rows(items)])
+
+
+def power_table(items: Sequence):
+    """The power analysis of every check (claims, or families of claims), for the results page.
+
+    Columns: claim (the family), check, outcome, effect, interval, sd of the paired
+    difference, n used, and the pairs that would decide it with 80% and 95% probability.
+    """
+    import pandas as pd
+
+    return pd.DataFrame([{"claim": f.id if f is not None else c.id, "check": c.setting, "outcome": c.outcome,
+                          "effect": c.effect_text, "interval": c.interval_text,
+                          "sd": _num(c.sd) if c.spread_known else "unknown", "n": c.n,
+                          "n for 80%": c.n_needed_text(0.80), "n for 95%": c.n_needed_text(0.95)}
+                         for f, c in _rows(items)])
 
 
 def family_table(families: Sequence[Family]):

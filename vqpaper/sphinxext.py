@@ -1,8 +1,10 @@
-"""The book's Sphinx extension: ``{vqpaper-provenance}``, launch buttons that point somewhere,
-and two fixes of the stock theme.
+"""The book's Sphinx extension: ``{vqpaper-provenance}``, ``{vqpaper-effects}``, launch buttons that
+point somewhere, and two fixes of the stock theme.
 
 ``_config.yml`` loads this module as a local Sphinx extension so that ``book/provenance.md``
-can show a table of every recorded figure at build time, read from ``_build/results/*.json``.
+can show a table of every recorded figure at build time, read from ``_build/results/*.json``,
+and ``book/results.md`` the smallest effects of interest of ``vqpaper.claims.EFFECTS`` (the
+code's table, never a copy).
 Kept apart from ``vqpaper.book`` (what notebooks call): nothing here runs in a notebook.
 """
 from __future__ import annotations
@@ -76,6 +78,42 @@ def _provenance_directive():
     return ProvenanceDirective
 
 
+def _effects_directive():
+    from docutils import nodes
+    from docutils.parsers.rst import Directive
+
+    from .claims import effect_rows
+
+    class EffectsDirective(Directive):
+        """``{vqpaper-effects}``: metric, scale, smallest effect of interest and its reason."""
+
+        has_content = False
+
+        def run(self):
+            rows = effect_rows()
+            columns = list(rows[0])
+            table = nodes.table(classes=["vqpaper-effects"])
+            group = nodes.tgroup(cols=len(columns))
+            table += group
+            for width in (3, 2, 2, 8):
+                group += nodes.colspec(colwidth=width)
+            head, body = nodes.thead(), nodes.tbody()
+            group += head
+            group += body
+            for cells, part in [(columns, head)] + [([r[c] for c in columns], body) for r in rows]:
+                row = nodes.row()
+                for i, text in enumerate(cells):
+                    entry = nodes.entry()
+                    para = nodes.paragraph()
+                    para += nodes.literal(text, text) if part is body and i == 0 else nodes.Text(str(text))
+                    entry += para
+                    row += entry
+                part += row
+            return [table]
+
+    return EffectsDirective
+
+
 def _clean_page_context(app, pagename, templatename, context, doctree):
     """Two console errors of the stock theme stack, fixed per page (tests/test_browser.py).
 
@@ -110,8 +148,10 @@ def _launch_repository(app, config):
 
 
 def setup(app):  # pragma: no cover - exercised by the book build
-    """Sphinx entry point: registers ``{vqpaper-provenance}`` and the launch-button repository."""
+    """Sphinx entry point: registers ``{vqpaper-provenance}``, ``{vqpaper-effects}`` and the launch-button
+    repository."""
     app.add_directive("vqpaper-provenance", _provenance_directive())
+    app.add_directive("vqpaper-effects", _effects_directive())
     app.connect("config-inited", _launch_repository)
     app.connect("html-page-context", _clean_page_context)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

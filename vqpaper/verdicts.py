@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
-from .claims import HELD, INCONCLUSIVE, MIN_PAIRS, NOT_HELD, OUTCOMES, Family, converged, paired, paired_interval
+from .claims import (HELD, INCONCLUSIVE, MIN_PAIRS, NOT_HELD, OUTCOMES, Family, convergence, converged, paired,
+                     paired_interval)
 from .errors import ConfigError
 from .experiments import per_seed_ratio, select
 from .recipes import BASELINE, key, parse_remedy
@@ -44,9 +45,11 @@ def paired_checks(results: Sequence, metric: str, *, better: dict, worse: dict, 
     """One ``claims.paired`` check per value of ``over`` (e.g. per dim): ``better`` vs ``worse`` seed by seed.
 
     ``better``/``worse`` select runs (e.g. ``{"method": "pretrained"}``); ``label`` formats the
-    setting (``"{}-D"``), ``claim`` the statement (``"{setting}: pretraining gives ..."``). A
-    check is inconclusive when any run it compares had not converged. ``worse_results``: take
-    the ``worse`` runs from another list (e.g. another quantizer's runs).
+    setting (``"{}-D"``), ``claim`` the statement (``"{setting}: pretraining gives ..."``). The
+    metric's smallest effect comes from ``claims.EFFECTS``; pairs are seeds, the same on both
+    sides. A check is inconclusive when any run it compares had not converged
+    (``claims.convergence``: every stage's loss, and the metric's drift where recorded).
+    ``worse_results``: take the ``worse`` runs from another list (e.g. another quantizer's runs).
     """
     other = results if worse_results is None else worse_results
     out = []
@@ -54,10 +57,16 @@ def paired_checks(results: Sequence, metric: str, *, better: dict, worse: dict, 
         setting = label.format(value)
         b = select(results, **{over: value}, **better)
         w = select(other, **{over: value}, **worse)
-        ok = runs_converged(b) and runs_converged(w)
+        seeds = [r.config["seed"] for r in b]
+        if seeds != [r.config["seed"] for r in w]:
+            raise ValueError(f"{setting}: the runs compared for {metric} must have the same seeds on both sides, got "
+                             f"{seeds} and {[r.config['seed'] for r in w]}")
+        sizes = {r.config.get("codebook_size") for r in b + w}
         out.append(paired(claim_id(f"{id_prefix}-{metric.replace('_', '-')}-{setting}"), claim.format(setting=setting),
                           [float(r.metrics[metric]) for r in b], [float(r.metrics[metric]) for r in w],
-                          higher_is_better=higher_is_better, converged=ok, setting=setting))
+                          higher_is_better=higher_is_better, converged=convergence(b, w, metric=metric),
+                          setting=setting, metric=metric, labels=seeds,
+                          codebook_size=sizes.pop() if len(sizes) == 1 else None))
     return out
 
 
@@ -459,7 +468,9 @@ def remedy_families(runs: dict, collapse: str, baseline: str = BASELINE) -> list
                 claim_id(f"rem-{collapse}-{key(name)}-{setting}"),
                 f"{setting}: {label} {spec['what']}",
                 [float(mine[k].metrics[spec["metric"]]) for k in pairs],
-                [float(base[k].metrics[spec["metric"]]) for k in pairs], converged=ok, setting=setting))
+                [float(base[k].metrics[spec["metric"]]) for k in pairs], converged=ok, setting=setting,
+                metric=spec["metric"], labels=[k[1] for k in pairs],
+                codebook_size=mine[pairs[0]].config.get("codebook_size")))
         if not checks:
             raise ConfigError(f"recipe {name!r} has no run that pairs with the baseline's for {collapse!r} "
                               f"(same {spec['over']} and seed)")
