@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from vqpaper.errors import ConfigError
 from vqpaper.quantizers import DEFAULT_CHUNK_SIZE, EMAQuantizer, kmeans, nearest_token
 
 torch.set_num_threads(1)
@@ -81,14 +82,14 @@ def test_nearest_token_tiles_never_exceed_chunk_size(monkeypatch, chunk_size):
     g = torch.Generator().manual_seed(0)
     z, codebook = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
     tiles = []
-    real_addmm = torch.addmm
+    real_baddbmm = torch.baddbmm
 
-    def recording_addmm(*args, **kwargs):
-        out = real_addmm(*args, **kwargs)
+    def recording_baddbmm(*args, **kwargs):
+        out = real_baddbmm(*args, **kwargs)
         tiles.append(out.numel())
         return out
 
-    monkeypatch.setattr(torch, "addmm", recording_addmm)
+    monkeypatch.setattr(torch, "baddbmm", recording_baddbmm)
     with _Sizes() as sizes:
         idx, _ = nearest_token(z, codebook, chunk_size=chunk_size)
     monkeypatch.undo()
@@ -101,6 +102,24 @@ def test_nearest_token_tiles_never_exceed_chunk_size(monkeypatch, chunk_size):
     ref = torch.cat([torch.addmm(codebook.pow(2).sum(1), z[r:r + 256], codebook.T, alpha=-2).argmin(1)
                      for r in range(0, n, 256)])
     assert (idx != ref).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("chunk_size", [97, 4096, DEFAULT_CHUNK_SIZE])
+def test_a_group_searches_each_model_s_own_tokens_exactly_as_alone(chunk_size):
+    """z [M, N, D] against codebooks [M, K, D]: model m's indices and distances are those of its
+    search alone, bit for bit, and its tiles are cut as alone (at most chunk_size per model)."""
+    g = torch.Generator().manual_seed(2)
+    z, codebooks = torch.randn(5, 300, 4, generator=g), torch.randn(5, 1500, 4, generator=g)
+    codebooks[3, 700] = z[3, 0]  # an exact hit in one model only
+    idx, dist = nearest_token(z, codebooks, chunk_size=chunk_size)
+    assert idx.shape == dist.shape == (5, 300)
+    for m in range(5):
+        alone_idx, alone_dist = nearest_token(z[m], codebooks[m], chunk_size=chunk_size)
+        assert torch.equal(idx[m], alone_idx) and torch.equal(dist[m], alone_dist)
+        _assert_matches_cdist(z[m], codebooks[m], idx[m], dist[m])
+    assert idx[3, 0] == 700
+    with pytest.raises(ConfigError, match="same D"):
+        nearest_token(z, codebooks[:4])
 
 
 # (c) K-means with fewer vectors than tokens at K = 65,536

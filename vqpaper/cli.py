@@ -332,8 +332,8 @@ def _add_executor(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpus-per-run", type=float, default=None,
                    help="GPUs a run on CUDA reserves, a fraction packs runs on one GPU (default 0.25)")
     g.add_argument("--precision", choices=("float32", "tf32", "bf16"), default=None,
-                   help="encoder/decoder precision of the training steps (default float32; tf32 needs CUDA); "
-                        "recorded in each run's config and cache key")
+                   help="encoder/decoder precision of the training steps (default: tf32 on CUDA, float32 "
+                        "otherwise; tf32 needs CUDA); recorded in each run's config and cache key")
 
 
 def _executor_env(args: argparse.Namespace) -> dict[str, str]:

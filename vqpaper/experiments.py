@@ -252,10 +252,9 @@ def untrained_embeddings(cfg: NotebookConfig, seed: int):
     from .models import MLPVQVAE
 
     X, y = make_clusters(cfg.n_per_cluster, cfg.dim, seed=cfg.data_seed)
-    torch.manual_seed(seed)
-    model = MLPVQVAE(cfg.dim, cfg.token_dim)
+    model = MLPVQVAE(cfg.dim, cfg.token_dim, seeds=[seed])  # a group of one, weights drawn from the seed
     with torch.no_grad():
-        z = model.encode(torch.from_numpy(X)).reshape(-1, cfg.token_dim)
+        z = model.encode(torch.from_numpy(X)[None])[0].reshape(-1, cfg.token_dim)
     return X, y, z
 
 

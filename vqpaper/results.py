@@ -158,7 +158,7 @@ def environment(device: Any = None) -> dict[str, Any]:
     # How the runs were executed: the encoder/decoder precision changes the numbers (bf16, tf32);
     # the executor does not (Ray tasks are bit-identical to in-process runs), it is recorded for
     # the reader. Both come from the environment `vqpaper run/book` sets for the notebook.
-    env["precision"] = os.environ.get("VQPAPER_PRECISION", "").strip() or "float32"
+    env["precision"] = _precision(device)
     try:
         from .executors import resolve_name  # imports only `errors`: no cycle
 
@@ -166,6 +166,14 @@ def environment(device: Any = None) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - a description, never a failure
         env["executor"] = os.environ.get("VQPAPER_EXECUTOR", "") or "unknown"
     return env
+
+
+def _precision(device: Any) -> str:
+    """The encoder/decoder precision the runs used (``train.default_precision``: ``VQPAPER_PRECISION``,
+    else TF32 on CUDA and float32 elsewhere)."""
+    from .train import default_precision  # here, not at the top: it imports torch and the models
+
+    return default_precision(str(device) if device is not None else None)
 
 
 def _wall_time(started: Any) -> float | None:

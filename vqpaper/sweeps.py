@@ -8,10 +8,13 @@ a kill, a sweep skips what is finished and loses nothing; change any parameter (
 and the key changes, so a stale result is never reused. ``vqpaper clean-cache`` (or
 :func:`clear_cache`) removes the store.
 
-Where the points run is an executor's job (:mod:`vqpaper.executors`): in this process, one after
-another, or as Ray tasks collected as they finish. Either way this module stores each result
-the moment it arrives, so a killed driver loses only the points still running, and two sweeps
-writing the same key at once leave one complete entry (:func:`save_result`).
+The points not in the store train in groups (:func:`vqpaper.train.groups_of`): runs that differ
+only in their seeds train as one batched model (:func:`vqpaper.train.run_group`), and since a
+run's numbers do not depend on its group, each is stored under its own key as if it had trained
+alone. Where the groups run is an executor's job (:mod:`vqpaper.executors`): in this process, one
+after another, or as Ray tasks collected as they finish. Either way this module stores each
+result the moment its group returns, so a killed driver loses only the groups still running,
+and two sweeps writing the same key at once leave one complete entry (:func:`save_result`).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 
 from . import paths
-from .train import RunResult, default_precision, run_cifar, run_synthetic
+from .train import RunResult, default_precision, device_of, groups_of, run_cifar, run_group, run_synthetic
 
 # The modules whose code decides a run's numbers: their source is part of every key.
 _CODE_MODULES = ("quantizers.py", "remedies.py", "search_cpu.py", "models.py", "train.py", "data.py", "metrics.py",
@@ -62,9 +65,16 @@ def data_fingerprint(data) -> Optional[dict]:
 
 
 def run_key(cfg, runner: str, data=None, precision: Optional[str] = None) -> str:
-    """Hash of everything that determines a run's result (``precision``: default_precision())."""
+    """Hash of everything that determines a run's result (``precision``: default_precision() of its device).
+
+    Not the group the run trained in: its numbers do not depend on it (vqpaper.train).
+    """
+    from .train import compile_enabled
+
     payload = {"config": asdict(cfg), "runner": runner, "data": data_fingerprint(data), "code": code_fingerprint(),
-               "torch": torch.__version__, "precision": precision or default_precision()}
+               "torch": torch.__version__, "precision": precision or default_precision(device_of(cfg))}
+    if compile_enabled():
+        payload["compile"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -86,7 +96,7 @@ def save_result(result: RunResult, directory: Path):
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=directory.parent))
     try:
         meta = {"config": result.config, "history": result.history, "metrics": result.metrics,
-                "wall_time_s": result.wall_time_s}
+                "checkpoint": result.checkpoint, "wall_time_s": result.wall_time_s}
         (tmp / "result.json").write_text(json.dumps(meta, indent=1, default=float))
         np.savez_compressed(tmp / "arrays.npz", **result.arrays)
         if result.state_dict is not None:
@@ -114,7 +124,8 @@ def load_result(directory: Path, with_state: bool = False) -> RunResult:
         arrays = {k: f[k] for k in f.files}
     state = torch.load(directory / "model.pt", weights_only=True) if with_state and (directory / "model.pt").exists() \
         else None
-    return RunResult(meta["config"], meta["history"], arrays, meta["metrics"], meta["wall_time_s"], state)
+    return RunResult(meta["config"], meta["history"], arrays, meta["metrics"], meta["wall_time_s"], state,
+                     checkpoint=meta.get("checkpoint"))
 
 
 def _load_cached(directory: Path) -> RunResult:
@@ -128,7 +139,7 @@ def cached_run(cfg, runner: Callable, data=None, *, use_cache: Optional[bool] = 
     """Run ``runner(cfg[, data])`` in this process unless a finished run with the same key is stored."""
     if use_cache is None:
         use_cache = use_cache_default()
-    precision = precision or default_precision()
+    precision = precision or default_precision(device_of(cfg))
     directory = _cache_dir(cache_dir) / run_key(cfg, runner.__name__, data, precision)
     if use_cache and (directory / "result.json").exists():
         return _load_cached(directory)
@@ -143,30 +154,34 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
           desc: str = "sweep", executor=None, precision: Optional[str] = None) -> list[RunResult]:
     """Run every config (synthetic or CIFAR, chosen by its type); finished points come from the cache.
 
-    Every point not in the cache goes to ``executor`` (``"local"``, ``"ray"``, ``"auto"``, an
-    executor object, or ``None``: ``executors.default_executor()``, from ``VQPAPER_EXECUTOR`` and
-    ``RAY_ADDRESS``); each result is stored as soon as it arrives. Returns the results in the
-    order of ``configs``, whatever order they finished in; the same with either executor.
-    ``precision``: ``train.PRECISIONS``, default ``VQPAPER_PRECISION`` or float32.
+    The points not in the cache are grouped (:func:`vqpaper.train.groups_of`: same shape, data
+    size, schedule, quantizer, device and precision, at most ``train.MAX_GROUP`` runs) and every
+    group goes to ``executor`` (``"local"``, ``"ray"``, ``"auto"``, an executor object, or
+    ``None``: ``executors.default_executor()``, from ``VQPAPER_EXECUTOR`` and ``RAY_ADDRESS``) as
+    one task; each result is stored under its own key as soon as its group returns. Returns the
+    results in the order of ``configs``, whatever order they finished in; the same with either
+    executor and whatever the grouping. A run that diverged raises its TrainingDiverged once
+    the other runs of its group are stored. ``precision``: ``train.PRECISIONS``, default
+    ``VQPAPER_PRECISION``, else TF32 on CUDA and float32 on a CPU.
     """
     from .config import CifarRun, SyntheticRun
     from .executors import get_executor
 
     if use_cache is None:
         use_cache = use_cache_default()
-    precision = precision or default_precision()
     configs = list(configs)
-    tasks, results, directories, first_of = [], [None] * len(configs), [], {}
+    todo, results, directories, precisions, first_of = [], [None] * len(configs), [], [], {}
     duplicates = []  # (index, index of the same key's first occurrence)
     for i, cfg in enumerate(configs):
         if isinstance(cfg, SyntheticRun):
-            runner = run_synthetic
+            runner = "run_synthetic"
         elif isinstance(cfg, CifarRun):
-            runner = run_cifar
+            runner = "run_cifar"
         else:
             raise TypeError(f"sweep needs SyntheticRun or CifarRun configs, got {type(cfg).__name__}")
-        directory = _cache_dir(cache_dir) / run_key(cfg, runner.__name__, data if runner is run_cifar else None,
-                                                    precision)
+        precisions.append(precision or default_precision(device_of(cfg)))
+        directory = _cache_dir(cache_dir) / run_key(cfg, runner, data if runner == "run_cifar" else None,
+                                                    precisions[i])
         directories.append(directory)
         if use_cache and (directory / "result.json").exists():
             results[i] = _load_cached(directory)
@@ -174,7 +189,11 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
             duplicates.append((i, first_of[directory]))  # computed once, then read back like a cached point
         else:
             first_of[directory] = i
-            tasks.append((i, cfg, runner))
+            todo.append(i)
+    tasks = []  # (indices, configs, runner, precision): one group each
+    for group in groups_of([configs[i] for i in todo], [precisions[i] for i in todo]):
+        indices = [todo[j] for j in group]
+        tasks.append((indices, [configs[i] for i in indices], run_group, precisions[indices[0]]))
     try:
         from tqdm import tqdm
         bar = tqdm(total=len(configs), desc=desc, disable=not progress)
@@ -189,9 +208,9 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
             bar.update(1)
 
     if bar is not None:
-        bar.update(len(configs) - len(tasks))  # stored points, and repeats read back at the end
+        bar.update(len(configs) - len(todo))  # stored points, and repeats read back at the end
     try:
-        get_executor(executor).run(tasks, data, precision, done)
+        get_executor(executor).run(tasks, data, done)
     finally:
         if bar is not None:
             bar.close()

@@ -19,8 +19,12 @@ if _BUG:
         _update = _q.EMAQuantizer.ema_update
 
         def _ema_update_half(self, z, indices):
-            keep = indices % 2 == 0
-            _update(self, z[keep], indices[keep])
+            # the odd tokens' statistics and positions, as they were before the update (a group's
+            # buffers have a model axis in front: the token axis counts from the end)
+            before = (self.codebook[..., 1::2, :].clone(), self.embed_sum[..., 1::2, :].clone(),
+                      self.cluster_size[..., 1::2].clone())
+            _update(self, z, indices)
+            self.codebook[..., 1::2, :], self.embed_sum[..., 1::2, :], self.cluster_size[..., 1::2] = before
 
         _q.EMAQuantizer.ema_update = _ema_update_half
     elif _BUG == "decay":
