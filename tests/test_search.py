@@ -168,3 +168,22 @@ def test_quantizer_benchmark_quick_writes_json(tmp_path):
         assert row["index_mismatches_beyond_ties"] == 0
     assert {(r["quantizer"], r["K"]) for r in rows} == {(q, k) for q in ("ema", "simvq") for k in (64, 512)}
     assert "verdict:" in proc.stdout and "speed-up" in proc.stdout
+
+
+def test_one_dimensional_tokens_are_searched_exactly_with_ties_to_the_first():
+    """token_dim 1 (the 2-D and 3-D runs) goes by bisection among the sorted tokens: the exact argmin
+    of (z - t)^2, the lowest index among equally near tokens, for one model and for a group."""
+    g = torch.Generator().manual_seed(4)
+    z, codebook = torch.randn(3, 400, 1, generator=g) * 2, torch.randn(3, 128, 1, generator=g)
+    codebook[0, 90] = codebook[0, 7]                              # duplicate tokens: 7 wins
+    z[0, :5] = codebook[0, 7]
+    z[1, 0] = (codebook[1, 3] + codebook[1, 4]) / 2               # (nearly) halfway between two tokens
+    idx, dist = nearest_token(z, codebook)
+    exact = (z - codebook.transpose(1, 2)).pow(2)                 # [M, N, K]
+    assert torch.equal(idx, exact.argmin(-1)) and torch.equal(dist, exact.gather(-1, idx[..., None])[..., 0])
+    assert (idx[0, :5] == 7).all()
+    alone_idx, alone_dist = nearest_token(z[2], codebook[2])
+    assert torch.equal(alone_idx, idx[2]) and torch.equal(alone_dist, dist[2])
+    far = torch.tensor([[-100.0], [100.0]])                       # beyond both ends of the codebook
+    assert nearest_token(far, codebook[1])[0].tolist() == [int(codebook[1, :, 0].argmin()),
+                                                           int(codebook[1, :, 0].argmax())]

@@ -354,10 +354,12 @@ def sliced_wasserstein(x, y, n_projections=128, seed=0):
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     pa = a @ dirs.T  # [N, P]
     if a.shape[0] == b.shape[0]:
-        # y is the data in the book's use (the same for every run of a sweep): its sorted
-        # projections are computed once per data set and direction set
-        sorted_b = _cached(("sorted projections", n_projections, seed), b, lambda: np.sort(b @ dirs.T, axis=0))
-        return float(np.mean(np.abs(np.sort(pa, axis=0) - sorted_b)))
+        # sorted per direction, each direction's projections contiguous (sorting the columns of
+        # [N, P] in place is strided and ~3x slower); y is the data in the book's use, the same for
+        # every run of a sweep: its sorted projections are computed once per data set and directions
+        sorted_b = _cached(("sorted projections", n_projections, seed), b,
+                           lambda: np.sort(np.ascontiguousarray((b @ dirs.T).T), axis=1))
+        return float(np.mean(np.abs(np.sort(np.ascontiguousarray(pa.T), axis=1) - sorted_b)))
     from scipy import stats
 
     pb = b @ dirs.T

@@ -69,7 +69,8 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEF
     M models: ``z`` [M, N, D] and ``codebook`` [M, K, D] give [M, N], model m's embeddings
     searched among model m's tokens only.
 
-    ``||z - t||^2 = ||z||^2 - 2 z.t + ||t||^2``; the ``||z||^2`` term is the same for every
+    1-D tokens are searched by bisection among the sorted tokens (:func:`_nearest_token_1d`).
+    Otherwise ``||z - t||^2 = ||z||^2 - 2 z.t + ||t||^2``; the ``||z||^2`` term is the same for every
     token, so the search only needs ``||t||^2 - 2 z.t``: one batched matmul (``baddbmm``) per
     tile, for all models at once. The ``N x K`` distance matrix is never materialised: rows and
     codebook columns are tiled so that no temporary holds more than ``chunk_size`` elements per
@@ -89,12 +90,35 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEF
         )
     check_positive_int("chunk_size", chunk_size)
     z = z.to(codebook.dtype)
-    if z.device.type == "cpu" and codebook.dtype in (torch.float32, torch.float64):
+    if z.shape[2] == 1:
+        indices, best = _nearest_token_1d(z, codebook)
+    elif z.device.type == "cpu" and codebook.dtype in (torch.float32, torch.float64):
         # the same search, tuned for CPU caches (see vqpaper/search_cpu.py); exact same indices
         indices, best = nearest_token_cpu(z, codebook, min(chunk_size, CPU_TILE))
     else:
         indices, best = _nearest_token_tiled(z, codebook, chunk_size)
     return (indices[0], best[0]) if single else (indices, best)
+
+
+def _nearest_token_1d(z: torch.Tensor, codebook: torch.Tensor):
+    """Eq. (1) for 1-D tokens (the 2-D and 3-D synthetic runs): a binary search among the sorted tokens.
+
+    The nearest token is one of the two tokens around an embedding's place in the sorted
+    codebook, so no ``N x K`` distance matrix is needed: ``O(N log K)`` instead of ``O(N K)``.
+    Distances are ``(z - t)^2`` as such. Ties go to the lowest index, as in a plain ``argmin``:
+    the stable sort keeps equal tokens in index order, each candidate is moved to the first of
+    its run of equal tokens, and of two equally near candidates the lower index wins.
+    """
+    values, order = codebook[..., 0].sort(dim=-1, stable=True)   # [M, K] ascending, ties in index order
+    q = z[..., 0].contiguous()                                      # [M, N]
+    right = torch.searchsorted(values, q).clamp_(max=values.shape[-1] - 1)  # first token >= z (or the last)
+    candidates = []
+    for pos in (right, (right - 1).clamp_(min=0)):
+        pos = torch.searchsorted(values, values.gather(-1, pos))   # the first of its run of equal tokens
+        candidates.append(((q - values.gather(-1, pos)).pow(2), order.gather(-1, pos)))
+    (d_right, i_right), (d_left, i_left) = candidates
+    right_wins = (d_right < d_left) | ((d_right == d_left) & (i_right < i_left))
+    return torch.where(right_wins, i_right, i_left), torch.where(right_wins, d_right, d_left)
 
 
 def _nearest_token_tiled(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int):
