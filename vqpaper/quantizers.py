@@ -111,10 +111,12 @@ def _nearest_token_1d(z: torch.Tensor, codebook: torch.Tensor):
     """
     values, order = codebook[..., 0].sort(dim=-1, stable=True)   # [M, K] ascending, ties in index order
     q = z[..., 0].contiguous()                                      # [M, N]
-    right = torch.searchsorted(values, q).clamp_(max=values.shape[-1] - 1)  # first token >= z (or the last)
+    last = values.shape[-1] - 1
+    right = torch.searchsorted(values, q).clamp_(max=last)          # first token >= z (or the last)
     candidates = []
     for pos in (right, (right - 1).clamp_(min=0)):
-        pos = torch.searchsorted(values, values.gather(-1, pos))   # the first of its run of equal tokens
+        # the first of its run of equal tokens (clamped: a NaN, from a run that diverged, searches past the end)
+        pos = torch.searchsorted(values, values.gather(-1, pos)).clamp_(max=last)
         candidates.append(((q - values.gather(-1, pos)).pow(2), order.gather(-1, pos)))
     (d_right, i_right), (d_left, i_left) = candidates
     right_wins = (d_right < d_left) | ((d_right == d_left) & (i_right < i_left))
