@@ -124,7 +124,7 @@ def _set_tf32(enabled: bool):
 
 
 @contextlib.contextmanager
-def _precision(model, precision: str, device: str):
+def at_precision(model, precision: str, device: str):
     """Run the enclosed training steps at ``precision`` (encoder and decoder only).
 
     The quantizer always runs in float32 without TF32: a forward pre-hook turns autocast and
@@ -400,7 +400,7 @@ def _train_stage(model, x, source, runs: _Runs, *, epochs: int, stage: str, seed
         perm = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
         if counts is not None:
             counts.zero_()
-        with _precision(model, precision, device):
+        with at_precision(model, precision, device):
             for s in range(steps):
                 loss, mse, indices = step(_batch(x, source, perm[:, s * batch:(s + 1) * batch]))
                 values[0, s].copy_(loss)
