@@ -320,3 +320,16 @@ def test_model_weights_are_drawn_as_torch_s_layers_draw_them_from_the_run_s_seed
     conv = ConvVQVAE(8, 8, 4, seeds=[3])
     first = torch.nn.Conv2d(3, 4, 4, stride=2, padding=1)  # the encoder's first layer, drawn first
     assert torch.equal(conv.encoder[0].weight[0], first.weight) and torch.equal(conv.encoder[0].bias[0], first.bias)
+
+
+@pytest.mark.slow  # compiles the encoder and decoder (C++ through inductor): ~40 s on 2 cores
+@pytest.mark.timeout(600)
+def test_the_opt_in_compiled_path_trains_and_is_recorded(monkeypatch):
+    monkeypatch.setenv("VQPAPER_COMPILE", "1")
+    cfg = SyntheticRun(n_per_cluster=30, epochs=2, codebook_size=16, kmeans_iters=2)
+    key = sweeps.run_key(cfg, "run_synthetic")
+    r = train.run_synthetic(cfg)
+    assert r.config["compile"] is True and all(math.isfinite(h["loss"]) for h in r.history)
+    monkeypatch.delenv("VQPAPER_COMPILE")
+    assert "compile" not in train.run_synthetic(cfg).config
+    assert sweeps.run_key(cfg, "run_synthetic") != key  # a compiled run is stored under its own key
