@@ -5,6 +5,8 @@ notebook 02's ``ci`` sweep one run at a time against batched, on the current dev
     python benchmarks/batched.py                  # about 10-20 min on 2 busy cores
     python benchmarks/batched.py --quick          # a smoke test: small shapes, a short sweep
     python benchmarks/batched.py --device cuda
+    python benchmarks/batched.py --baseline /tmp/base   # also the sweep with another checkout's code
+                                                        # (e.g. `git archive <commit> vqpaper | tar -x -C /tmp/base`)
 
 1. **MLP steps/s** at N = 1, 3, 8, 32 models per group, notebook 02's ``ci`` shapes (2-D data
    with token_dim 1, 8-D with token_dim 4; K = 128, batch 256, EMA-VQ): ``train.train_step`` on
@@ -19,8 +21,9 @@ notebook 02's ``ci`` sweep one run at a time against batched, on the current dev
    alone (``train.run_group([cfg])``: a group of one), then the group (``train.run_group(group)``);
    interleaved group by group so that a change of load on a shared machine hits both, and the
    cache of data-only metric parts is emptied before each. The results of both must be identical
-   (grouping invariance). The last line: ``notebook 02 ci sweep: one at a time X s, batched Y s,
-   speed-up Z``.
+   (grouping invariance). With ``--baseline DIR``, the same configs also run one at a time with the
+   ``vqpaper`` package found in ``DIR`` (``train.run_synthetic``, in a subprocess): the code before
+   a change. The last line: ``notebook 02 ci sweep: one at a time X s, batched Y s, speed-up Z``.
 
 One torch thread (``config.set_threads``), as every run of the book. Results also go to
 ``_build/bench/batched.json`` (or ``--out``).
@@ -152,6 +155,37 @@ def sweep_comparison(configs) -> dict:
             "speed_up": alone_s / batched_s, "identical": identical}
 
 
+BASELINE = """
+import sys, time, warnings
+warnings.simplefilter("ignore")
+import torch
+torch.set_num_threads(1)
+from vqpaper import config, experiments, train
+assert train.__file__.startswith(sys.argv[1]), train.__file__
+cfg = config.notebook_config("02_tokens_collapse_synthetic", "ci", device=sys.argv[2])
+if sys.argv[3] == "quick":
+    cfg = experiments.with_params(cfg, scratch_epochs=2, pretrain_epochs=1, finetune_epochs=1, n_per_cluster=100)
+configs = experiments.synthetic_configs(cfg) + experiments.synthetic_configs(cfg, ema_update="laplace")
+t0 = time.perf_counter()
+for c in configs:
+    train.run_synthetic(c)
+print(time.perf_counter() - t0)
+"""
+
+
+def baseline_seconds(directory: Path, device: str, quick: bool) -> float:
+    """Notebook 02's ci sweep, one run at a time, with the ``vqpaper`` of ``directory`` (a subprocess)."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(directory))
+    proc = subprocess.run([sys.executable, "-c", BASELINE, str(directory), device, "quick" if quick else "full"],
+                          env=env, cwd=directory, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"the baseline in {directory} failed:\n{proc.stderr[-3000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     from vqpaper import paths
     from vqpaper.config import resolve_device, set_threads
@@ -162,6 +196,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 100; --quick 10)")
     p.add_argument("--quick", action="store_true", help="a smoke test: fewer steps, a short sweep")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default VQPAPER_THREADS or 1)")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="a folder holding another version's vqpaper package: its one-at-a-time sweep is timed too")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     device = resolve_device(args.device)
@@ -177,6 +213,11 @@ def main(argv=None) -> int:
     print(f"\nnotebook 02 ci sweep{' (quick: 2 / 1 + 1 epochs, 100 points per cluster)' if args.quick else ''}: "
           f"{len(configs)} runs in {len(train.groups_of(configs))} groups", flush=True)
     sweep = sweep_comparison(configs)
+    if args.baseline:
+        sweep["baseline_dir"] = str(args.baseline)
+        sweep["baseline_one_at_a_time_s"] = baseline_seconds(args.baseline.resolve(), device, args.quick)
+        print(f"  the same sweep one at a time with {args.baseline}: {sweep['baseline_one_at_a_time_s']:.1f} s "
+              f"({sweep['baseline_one_at_a_time_s'] / sweep['batched_s']:.2f}x the batched time)", flush=True)
     out = args.out or paths.BUILD / "bench" / "batched.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": device, "device_name": name, "threads": threads, "steps": steps,
