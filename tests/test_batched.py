@@ -104,17 +104,24 @@ def test_the_conv_model_batches_several_models_as_grouped_convolutions():
 
 # ------------------------------------------------------------------ a diverging run stops alone
 
-def test_a_diverging_run_stops_alone_with_its_own_error_and_the_others_finish(monkeypatch):
+@pytest.fixture
+def poisoned_data_seed_1(monkeypatch):
+    """Synthetic data whose data_seed 1 holds non-finite values (every 20th point): that run diverges."""
     make = train.make_clusters
 
-    def with_inf(*args, seed=0, **kwargs):  # the data of data_seed 1 hold an infinite value
+    def make_clusters(*args, seed=0, **kwargs):
         X, y = make(*args, seed=seed, **kwargs)
         if seed == 1:
             X[::20, 0] = np.inf
+            X[::40, 1] = np.nan
         return X, y
 
-    monkeypatch.setattr(train, "make_clusters", with_inf)
-    configs = [SyntheticRun(seed=s, data_seed=1 if s == 1 else 0, method="pretrained", **TINY) for s in (0, 1, 2)]
+    monkeypatch.setattr(train, "make_clusters", make_clusters)
+    return [SyntheticRun(seed=s, data_seed=1 if s == 1 else 0, method="pretrained", **TINY) for s in (0, 1, 2)]
+
+
+def test_a_diverging_run_stops_alone_with_its_own_error_and_the_others_finish(poisoned_data_seed_1):
+    configs = poisoned_data_seed_1
     results = train.run_group(configs)
     assert isinstance(results[1], TrainingDiverged)
     assert "seed 1" in str(results[1]) and "epoch 1/2" in str(results[1]) and "'pretrain'" in str(results[1])
@@ -131,17 +138,8 @@ def test_a_diverging_run_stops_alone_with_its_own_error_and_the_others_finish(mo
     assert [len(r.history) for r in (scratch[0], scratch[2])] == [4, 4]
 
 
-def test_a_sweep_stores_the_finished_runs_of_a_group_then_raises_the_diverged_one(monkeypatch, tmp_path):
-    make = train.make_clusters
-
-    def with_inf(*args, seed=0, **kwargs):
-        X, y = make(*args, seed=seed, **kwargs)
-        if seed == 1:
-            X[::20, 1] = np.nan
-        return X, y
-
-    monkeypatch.setattr(train, "make_clusters", with_inf)
-    configs = [SyntheticRun(seed=s, data_seed=1 if s == 1 else 0, method="pretrained", **TINY) for s in (0, 1, 2)]
+def test_a_sweep_stores_the_finished_runs_of_a_group_then_raises_the_diverged_one(poisoned_data_seed_1, tmp_path):
+    configs = poisoned_data_seed_1
     with pytest.raises(TrainingDiverged, match="seed 1"):
         sweeps.sweep(configs, use_cache=True, cache_dir=tmp_path, progress=False, executor="local")
     stored = {p.name for p in tmp_path.iterdir() if (p / "result.json").exists()}

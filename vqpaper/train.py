@@ -18,8 +18,8 @@ One batch shape for every step is what CUDA graphs and compiled steps need; the 
 changes every epoch, so every point is still seen.
 
 **No host synchronisation in a step** (:func:`train_step`): losses stay on the device, token
-counts are summed there (``index_add_``), and all of an epoch's values are read in one transfer
-at its end, where a NaN is detected.
+counts are summed there (``index_add_``), and both are read once per epoch, at its end, where a
+NaN is detected.
 
 **Precision** (``PRECISIONS``): the encoder and decoder run in float32 on a CPU and with TF32 on
 CUDA unless ``VQPAPER_PRECISION`` says otherwise; the quantizer's distances and EMA statistics
@@ -420,7 +420,7 @@ def _train_stage(model, x, source, runs: _Runs, *, epochs: int, stage: str, seed
 
 
 def _record_epoch(runs: _Runs, values: list, counts, k, *, stage, epoch, epochs, lr):
-    """Each running model's record of one epoch, from the values read in the epoch's one transfer.
+    """Each running model's record of one epoch, from the values read once at its end.
 
     The losses are added as Python floats in step order. A model whose loss became NaN or
     infinite stops here, at the end of the epoch in which that happened; its error names the
@@ -507,39 +507,42 @@ def _init_codebook(model, x, source, runs: _Runs, kmeans_vectors=None):
     return z
 
 
-def checkpoint_epoch(epochs: int) -> int:
-    """The epoch of the last stage whose end is the run's checkpoint: ``ceil(CHECKPOINT_FRACTION * epochs)``."""
-    return math.ceil(CHECKPOINT_FRACTION * epochs)
-
-
 #: Where in its last stage a run records its checkpoint metrics (issue 18: did the compared
 #: numbers still move over the last quarter of training?).
 CHECKPOINT_FRACTION = 0.75
 
 
+def checkpoint_epoch(epochs: int) -> int:
+    """The epoch of the last stage whose end is the run's checkpoint: ``ceil(CHECKPOINT_FRACTION * epochs)``."""
+    return math.ceil(CHECKPOINT_FRACTION * epochs)
+
+
 def _fit(model, x, source, runs: _Runs, device, precision, progress, label, take_checkpoint, kmeans_vectors=None):
-    """The two recipes of §3.1: ``scratch`` (VQ-VAE from the start) or ``pretrained`` (AE, then VQ)."""
+    """The two recipes of §3.1: ``scratch`` (VQ-VAE from the start) or ``pretrained`` (AE, then VQ).
+
+    ``take_checkpoint(model)`` -> ``{run: metrics}``, called at :func:`checkpoint_epoch` of the last
+    stage. Returns the embeddings the tokens were initialised from.
+    """
     cfg = runs.configs[0]
     common = dict(device=device, precision=precision, progress=progress)
     seeds = [c.seed for c in runs.configs]
     if cfg.method == "pretrained":
         _train_stage(model, x, source, runs, epochs=cfg.pretrain_epochs, stage="pretrain", seeds=seeds,
                      desc=f"{label} AE pretrain", **common)
-        last, epochs, stage, stage_seeds, desc = "finetune", cfg.finetune_epochs, "finetune", [s + 1 for s in seeds], \
-            f"{label} VQ fine-tune"
+        stage, epochs, seeds, desc = "finetune", cfg.finetune_epochs, [s + 1 for s in seeds], f"{label} VQ fine-tune"
     elif cfg.method == "scratch":
-        last, epochs, stage, stage_seeds, desc = "scratch", cfg.epochs, "scratch", seeds, f"{label} VQ-VAE"
+        stage, epochs, desc = "scratch", cfg.epochs, f"{label} VQ-VAE"
     else:
         raise ConfigError(f"method must be 'scratch' or 'pretrained', got {cfg.method!r}")
     model.attach_quantizer(new_quantizer(runs.configs, device))
     z_init = _init_codebook(model, x, source, runs, kmeans_vectors)
     at = checkpoint_epoch(epochs)
 
-    def checkpoint(m_model):
-        for m, metrics in take_checkpoint(m_model).items():
-            runs.checkpoints[m] = {"stage": last, "epoch": at, "fraction": CHECKPOINT_FRACTION, "metrics": metrics}
+    def checkpoint(model_):
+        for m, metrics in take_checkpoint(model_).items():
+            runs.checkpoints[m] = {"stage": stage, "epoch": at, "fraction": CHECKPOINT_FRACTION, "metrics": metrics}
 
-    _train_stage(model, x, source, runs, epochs=epochs, stage=stage, seeds=stage_seeds, desc=desc,
+    _train_stage(model, x, source, runs, epochs=epochs, stage=stage, seeds=seeds, desc=desc,
                  checkpoint=(at, checkpoint), **common)
     return z_init
 
