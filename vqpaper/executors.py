@@ -46,7 +46,7 @@ DEFAULT_GPUS_PER_RUN = 0.25
 #: Environment variables that decide a run's numbers or imports, passed to Ray's workers (a
 #: worker of an already running instance does not inherit the submitting process's environment).
 FORWARDED_ENV = ("PYTHONPATH", "ATEN_CPU_CAPABILITY", "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG",
-                 "VQPAPER_THREADS", "VQPAPER_PRECISION", "OMP_WAIT_POLICY")
+                 "VQPAPER_THREADS", "VQPAPER_PRECISION", "VQPAPER_COMPILE", "OMP_WAIT_POLICY")
 
 
 class ExecutorError(VQPaperError, RuntimeError):
