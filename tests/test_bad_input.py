@@ -234,14 +234,15 @@ train_MLPVQVAE = train.MLPVQVAE
 
 @pytest.mark.parametrize("method", ["scratch", "pretrained"])
 def test_nan_loss_names_epoch_and_step_and_keeps_history(method, monkeypatch):
-    # 200 points, batch 64: 4 steps an epoch; the 11th training step is epoch 3, step 3
-    monkeypatch.setattr(train, "MLPVQVAE", _PoisonAfter(11))
+    # 200 points, batch 64: 3 full batches an epoch (the last 8 points of each permutation sit the
+    # epoch out); the 8th training step is epoch 3, step 2
+    monkeypatch.setattr(train, "MLPVQVAE", _PoisonAfter(8))
     cfg = SyntheticRun(method=method, **TINY)
     with pytest.raises(TrainingDiverged) as info:
         train.run_synthetic(cfg)
     message = str(info.value)
     assert "nan" in message.lower()
-    assert "epoch 3/" in message and "step 3" in message, message
+    assert "epoch 3/" in message and "step 2" in message, message
     assert "lr=" in message  # says what to try
     history = info.value.history
     assert [h["epoch"] for h in history] == [1, 2]

@@ -79,15 +79,16 @@ def ray_executor():
 
 @pytest.fixture
 def counting(monkeypatch):
+    """The runs a sweep computes in this process (its groups go through ``sweeps.run_group``)."""
     calls = []
-    real = sweeps.run_synthetic
+    real = sweeps.run_group
 
     @functools.wraps(real)
-    def run_synthetic(cfg, progress=False, **kwargs):
-        calls.append(cfg)
-        return real(cfg, progress=progress, **kwargs)
+    def run_group(configs, data=None, **kwargs):
+        calls.extend(configs)
+        return real(configs, data, **kwargs)
 
-    monkeypatch.setattr(sweeps, "run_synthetic", run_synthetic)
+    monkeypatch.setattr(sweeps, "run_group", run_group)
     return calls
 
 
@@ -133,17 +134,19 @@ KILLED = textwrap.dedent('''
     from vqpaper import executors, sweeps
     from vqpaper.config import SyntheticRun
 
-    real = sweeps.run_synthetic
+    real = sweeps.run_group
 
-    def run_synthetic(cfg, progress=False, **kwargs):
-        time.sleep(1.2)  # a slow point: time for the parent to see two stored and kill us
-        return real(cfg, progress=progress, **kwargs)
+    def run_group(configs, data=None, **kwargs):
+        time.sleep(1.2)  # a slow group: time for the parent to see two stored and kill us
+        return real(configs, data, **kwargs)
 
-    sweeps.run_synthetic = run_synthetic  # pickled by value: the Ray workers run it too
+    sweeps.run_group = run_group  # pickled by value: the Ray workers run it too
     ex = executors.RayExecutor(num_cpus=2, timeout_s=120)
     ex.start()
     print("session", ex._head.proc.pid, flush=True)
-    sweeps.sweep([SyntheticRun(seed=seed, **{tiny!r}) for seed in range(4)], progress=False, executor=ex)
+    # four groups of one (a learning rate each), two at a time on the instance's 2 CPUs
+    sweeps.sweep([SyntheticRun(seed=seed, **{tiny!r}, lr=1e-3 * (1 + seed)) for seed in range(4)], progress=False,
+                 executor=ex)
     print("finished all", flush=True)
 ''')
 
@@ -189,7 +192,7 @@ def test_killed_ray_driver_leaves_no_process_and_resumes_without_recomputing(tmp
     assert 2 <= len(stored) < 4, stored
 
     monkeypatch.setattr(paths, "CACHE", cache)
-    configs = [SyntheticRun(seed=seed, **TINY) for seed in range(4)]
+    configs = [SyntheticRun(seed=seed, **TINY, lr=1e-3 * (1 + seed)) for seed in range(4)]
     keys = [sweeps.run_key(c, "run_synthetic") for c in configs]
     assert set(stored) <= set(keys)
     results = sweeps.sweep(configs, use_cache=True, progress=False, executor="local")

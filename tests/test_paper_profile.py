@@ -127,10 +127,26 @@ def test_plan_command_lists_the_runs_and_estimates_the_time(capsys, tmp_path, mo
     out = capsys.readouterr().out
     runs = [line for line in out.splitlines() if line.startswith("01_preliminaries ") and "seed" in line]
     assert len(runs) == 10  # 5 seeds x (scratch, pretrained), each with its epochs and steps
-    assert any(line.split()[-3:-1] == ["101", "4,040"] for line in runs), runs  # 100 + 1 epochs x 40 steps
-    assert "estimated wall time:" in out and "on 4 devices" in out
+    # 100 + 1 epochs x 39 full batches of 256 (10,000 points); the 5 seeds of a method train as one group
+    assert any(" 101 " in line and " 3,939 " in line and line.endswith("group of 5") for line in runs), runs
+    assert "estimated wall time here:" in out and "on 4 devices" in out
+    assert "FLOPs: forward + backward" in out and "lower bound on one H100 SXM" in out
     assert cli.main(["plan", "--profile", "paper", "--gpus", "0"]) == 2
     assert "--gpus must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(600)
+def test_the_paper_profile_fits_two_hours_on_one_h100_at_tf32(paper_runs):
+    """The budget rule behind notebook 06's paper scope (plan.ASSUMED_UTILISATION): FLOPs counted per
+    shape, the quantizer's at FP32, the rest at TF32's dense peak over the assumed share of it."""
+    plan.count_all_flops(paper_runs)
+    todo = [r for r in paper_runs if r.to_run]
+    flops, quantizer = sum(r.flops for r in todo), sum(r.flops_quantizer for r in todo)
+    assert 1e17 < flops < 1e18 and 0 < quantizer < flops   # hundreds of PFLOP, as issue 19 counted
+    assert plan.h100_estimate(paper_runs, "tf32") <= plan.PAPER_BUDGET_S
+    bounds = [plan.h100_seconds(flops, quantizer, p) for p in ("float32", "tf32", "bf16")]
+    assert bounds == sorted(bounds, reverse=True)
+    assert all(r.flops > 0 for r in todo)
 
 
 def test_lpt_schedule_bounds():

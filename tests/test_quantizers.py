@@ -7,7 +7,7 @@ import torch
 from vqpaper.errors import ConfigError
 from vqpaper.config import CifarRun, SyntheticRun
 from vqpaper.quantizers import EMA_UPDATES, EMAQuantizer, SimVQQuantizer, kmeans, make_quantizer, nearest_token
-from vqpaper.train import _new_quantizer
+from vqpaper.train import new_quantizer
 
 torch.set_num_threads(1)
 
@@ -128,10 +128,29 @@ def test_bad_update_is_a_clear_error(bad):
 
 @pytest.mark.parametrize("update", EMA_UPDATES)
 def test_run_config_ema_update_reaches_the_quantizer(update):
-    assert _new_quantizer(SyntheticRun(ema_update=update), "cpu").update == update
-    assert _new_quantizer(CifarRun(ema_update=update), "cpu").update == update
+    assert new_quantizer([SyntheticRun(ema_update=update)]).updates == [update]
+    assert new_quantizer([CifarRun(ema_update=update)]).update == update
+    # one group may mix the rules: each model applies its own
+    mixed = new_quantizer([SyntheticRun(ema_update=update, seed=0), SyntheticRun(ema_update="eq5", seed=1)])
+    assert mixed.updates == [update, "eq5"]
     # SimVQ has no EMA update and accepts the field without using it
-    assert isinstance(_new_quantizer(SyntheticRun(quantizer="simvq", ema_update=update), "cpu"), SimVQQuantizer)
+    assert isinstance(new_quantizer([SyntheticRun(quantizer="simvq", ema_update=update)]), SimVQQuantizer)
+
+
+def test_a_group_mixing_eq5_and_laplace_updates_each_model_as_alone():
+    g = torch.Generator().manual_seed(0)
+    group = EMAQuantizer(8, 2, decay=0.9, kmeans_init="batch", seed=[3, 4], update=["laplace", "eq5"]).train()
+    alone = [EMAQuantizer(8, 2, decay=0.9, kmeans_init="batch", seed=s, update=u).train()
+             for s, u in ((3, "laplace"), (4, "eq5"))]
+    for _ in range(20):
+        z = torch.randn(2, 64, 2, generator=g) * torch.tensor([1.0, 3.0])
+        _, idx, loss = group(z)
+        for m, q in enumerate(alone):
+            _, i, single_loss = q(z[m])
+            assert torch.equal(idx[m], i) and torch.equal(loss[m], single_loss)
+    for m, q in enumerate(alone):
+        for name in ("codebook", "cluster_size", "embed_sum"):
+            assert torch.equal(getattr(group, name)[m], getattr(q, name)), name
 
 
 def test_kmeans_init_centres_are_encoder_output_centroids():
@@ -212,7 +231,7 @@ def test_simvq_moves_all_tokens_while_ema_unused_tokens_stay():
 def test_simvq_decodes_with_projected_codebook_not_basis():
     q = SimVQQuantizer(8, 3, seed=1)
     idx = torch.tensor([0, 5, 7])
-    torch.testing.assert_close(q.decode_indices(idx), q.proj(q.basis)[idx])
+    torch.testing.assert_close(q.decode_indices(idx), (q.basis @ q.weight.T + q.bias)[idx])
     assert not torch.allclose(q.decode_indices(idx), q.basis[idx])
 
 
@@ -221,7 +240,7 @@ def test_simvq_loss_has_codebook_and_commitment_terms_on_correct_sides():
     z = torch.randn(10, 3, requires_grad=True)
     _, _, loss = q(z)
     loss.backward()
-    assert q.proj.weight.grad is not None and q.proj.weight.grad.abs().sum() > 0
+    assert q.weight.grad is not None and q.weight.grad.abs().sum() > 0
     # d/dz of beta*mse(z, sg(q)) = 2*beta*(z - q)/numel
     tokens = q.codebook.detach()[nearest_token(z.detach(), q.codebook.detach())[0]]
     torch.testing.assert_close(z.grad, 2 * 0.25 * (z.detach() - tokens) / z.numel())

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from vqpaper.errors import ConfigError
 from vqpaper.quantizers import DEFAULT_CHUNK_SIZE, EMAQuantizer, kmeans, nearest_token
 
 torch.set_num_threads(1)
@@ -81,14 +82,14 @@ def test_nearest_token_tiles_never_exceed_chunk_size(monkeypatch, chunk_size):
     g = torch.Generator().manual_seed(0)
     z, codebook = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
     tiles = []
-    real_addmm = torch.addmm
+    real_baddbmm = torch.baddbmm
 
-    def recording_addmm(*args, **kwargs):
-        out = real_addmm(*args, **kwargs)
+    def recording_baddbmm(*args, **kwargs):
+        out = real_baddbmm(*args, **kwargs)
         tiles.append(out.numel())
         return out
 
-    monkeypatch.setattr(torch, "addmm", recording_addmm)
+    monkeypatch.setattr(torch, "baddbmm", recording_baddbmm)
     with _Sizes() as sizes:
         idx, _ = nearest_token(z, codebook, chunk_size=chunk_size)
     monkeypatch.undo()
@@ -101,6 +102,24 @@ def test_nearest_token_tiles_never_exceed_chunk_size(monkeypatch, chunk_size):
     ref = torch.cat([torch.addmm(codebook.pow(2).sum(1), z[r:r + 256], codebook.T, alpha=-2).argmin(1)
                      for r in range(0, n, 256)])
     assert (idx != ref).float().mean() < 0.01
+
+
+@pytest.mark.parametrize("chunk_size", [97, 4096, DEFAULT_CHUNK_SIZE])
+def test_a_group_searches_each_model_s_own_tokens_exactly_as_alone(chunk_size):
+    """z [M, N, D] against codebooks [M, K, D]: model m's indices and distances are those of its
+    search alone, bit for bit, and its tiles are cut as alone (at most chunk_size per model)."""
+    g = torch.Generator().manual_seed(2)
+    z, codebooks = torch.randn(5, 300, 4, generator=g), torch.randn(5, 1500, 4, generator=g)
+    codebooks[3, 700] = z[3, 0]  # an exact hit in one model only
+    idx, dist = nearest_token(z, codebooks, chunk_size=chunk_size)
+    assert idx.shape == dist.shape == (5, 300)
+    for m in range(5):
+        alone_idx, alone_dist = nearest_token(z[m], codebooks[m], chunk_size=chunk_size)
+        assert torch.equal(idx[m], alone_idx) and torch.equal(dist[m], alone_dist)
+        _assert_matches_cdist(z[m], codebooks[m], idx[m], dist[m])
+    assert idx[3, 0] == 700
+    with pytest.raises(ConfigError, match="same D"):
+        nearest_token(z, codebooks[:4])
 
 
 # (c) K-means with fewer vectors than tokens at K = 65,536
@@ -149,3 +168,22 @@ def test_quantizer_benchmark_quick_writes_json(tmp_path):
         assert row["index_mismatches_beyond_ties"] == 0
     assert {(r["quantizer"], r["K"]) for r in rows} == {(q, k) for q in ("ema", "simvq") for k in (64, 512)}
     assert "verdict:" in proc.stdout and "speed-up" in proc.stdout
+
+
+def test_one_dimensional_tokens_are_searched_exactly_with_ties_to_the_first():
+    """token_dim 1 (the 2-D and 3-D runs) goes by bisection among the sorted tokens: the exact argmin
+    of (z - t)^2, the lowest index among equally near tokens, for one model and for a group."""
+    g = torch.Generator().manual_seed(4)
+    z, codebook = torch.randn(3, 400, 1, generator=g) * 2, torch.randn(3, 128, 1, generator=g)
+    codebook[0, 90] = codebook[0, 7]                              # duplicate tokens: 7 wins
+    z[0, :5] = codebook[0, 7]
+    z[1, 0] = (codebook[1, 3] + codebook[1, 4]) / 2               # (nearly) halfway between two tokens
+    idx, dist = nearest_token(z, codebook)
+    exact = (z - codebook.transpose(1, 2)).pow(2)                 # [M, N, K]
+    assert torch.equal(idx, exact.argmin(-1)) and torch.equal(dist, exact.gather(-1, idx[..., None])[..., 0])
+    assert (idx[0, :5] == 7).all()
+    alone_idx, alone_dist = nearest_token(z[2], codebook[2])
+    assert torch.equal(alone_idx, idx[2]) and torch.equal(alone_dist, dist[2])
+    far = torch.tensor([[-100.0], [100.0]])                       # beyond both ends of the codebook
+    assert nearest_token(far, codebook[1])[0].tolist() == [int(codebook[1, :, 0].argmin()),
+                                                           int(codebook[1, :, 0].argmax())]

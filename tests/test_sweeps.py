@@ -34,15 +34,21 @@ def _entries(cache: Path):
 
 @pytest.fixture
 def counting(monkeypatch):
-    """Count the runs ``sweep`` really computes (the key still names ``run_synthetic``)."""
+    """Count the runs ``sweep`` (in groups: ``run_group``) and ``cached_run`` really compute."""
     calls = []
-    real = sweeps.run_synthetic
+    real_group, real_one = sweeps.run_group, sweeps.run_synthetic
 
-    @functools.wraps(real)
+    @functools.wraps(real_group)
+    def run_group(configs, data=None, **kwargs):
+        calls.extend(configs)
+        return real_group(configs, data, **kwargs)
+
+    @functools.wraps(real_one)
     def run_synthetic(cfg, progress=False, **kwargs):
         calls.append(cfg)
-        return real(cfg, progress=progress, **kwargs)
+        return real_one(cfg, progress=progress, **kwargs)
 
+    monkeypatch.setattr(sweeps, "run_group", run_group)
     monkeypatch.setattr(sweeps, "run_synthetic", run_synthetic)
     return calls
 
@@ -174,14 +180,15 @@ CHILD = textwrap.dedent('''
     from vqpaper import sweeps
     from vqpaper.config import SyntheticRun
 
-    real = sweeps.run_synthetic
+    real = sweeps.run_group
 
-    def run_synthetic(cfg, progress=False, **kwargs):
-        time.sleep(1.5)  # a slow point: time for the parent to see two stored and kill us
-        return real(cfg, progress=progress, **kwargs)
+    def run_group(configs, data=None, **kwargs):
+        time.sleep(1.5)  # a slow group: time for the parent to see two stored and kill us
+        return real(configs, data, **kwargs)
 
-    sweeps.run_synthetic = run_synthetic
-    configs = [SyntheticRun(seed=seed, **{tiny!r}) for seed in range(4)]
+    sweeps.run_group = run_group
+    # four groups of one (a learning rate each): stored one after another
+    configs = [SyntheticRun(seed=seed, **{tiny!r}, lr=1e-3 * (1 + seed)) for seed in range(4)]
     sweeps.sweep(configs, progress=False)
     print("finished all", flush=True)
 ''')
@@ -221,7 +228,7 @@ def test_killed_sweep_resumes_without_recomputing_or_losing_points(tmp_path, mon
 
     # started again (in this process, on the same store)
     monkeypatch.setattr(paths, "CACHE", cache)
-    configs = [SyntheticRun(seed=seed, **TINY) for seed in range(4)]
+    configs = [SyntheticRun(seed=seed, **TINY, lr=1e-3 * (1 + seed)) for seed in range(4)]
     keys = [sweeps.run_key(c, "run_synthetic") for c in configs]
     assert set(stored) <= set(keys)  # the keys of another process are the same
     results = sweeps.sweep(configs, use_cache=True, progress=False)

@@ -14,31 +14,37 @@ TINY = dict(n_per_cluster=100, epochs=4, pretrain_epochs=2, finetune_epochs=2)
 
 
 def test_mlp_splits_output_into_latent_vectors_sharing_one_codebook():
-    q = make_quantizer("ema", 16, 4, kmeans_init="batch")
-    model = MLPVQVAE(8, token_dim=4, encoder_hidden=32, quantizer=q).train()
-    out = model(torch.randn(5, 8))
-    assert out.z.shape == (5, 2, 4) and out.indices.shape == (5, 2) and out.recon.shape == (5, 8)
-    torch.testing.assert_close(out.quantized, q.codebook[out.indices])
+    q = make_quantizer("ema", 16, 4, kmeans_init="batch", seed=[0, 1])
+    model = MLPVQVAE(8, token_dim=4, encoder_hidden=32, quantizer=q, seeds=[0, 1]).train()
+    out = model(torch.randn(2, 5, 8))
+    assert out.z.shape == (2, 5, 2, 4) and out.indices.shape == (2, 5, 2) and out.recon.shape == (2, 5, 8)
+    assert out.vq_loss.shape == (2,)
+    for m in range(2):  # each model's latents take its own tokens
+        torch.testing.assert_close(out.quantized[m], q.codebook[m][out.indices[m]])
 
 
 def test_conv_model_latents_are_8x8_channel_last_and_encoder_width_is_separate():
     model = ConvVQVAE(token_dim=16, channels=32, residual_channels=8, encoder_channels=2)
-    out = model(torch.randn(2, 3, 32, 32))
-    assert out.z.shape == (2, 8, 8, 16) and out.recon.shape == (2, 3, 32, 32) and out.indices is None
+    out = model(torch.randn(1, 2, 3, 32, 32))
+    assert out.z.shape == (1, 2, 8, 8, 16) and out.recon.shape == (1, 2, 3, 32, 32) and out.indices is None
     narrow = sum(p.numel() for p in model.encoder.parameters())
     wide = sum(p.numel() for p in ConvVQVAE(16, 32, 8, encoder_channels=64).encoder.parameters())
     assert narrow < wide / 20
+    with pytest.raises(ConfigError, match=r"expects images \[1, B, 3, 32, 32\], got shape \(2, 3, 32, 32\)"):
+        model(torch.randn(2, 3, 32, 32))
 
 
 def test_autoencoder_mode_and_attaching_a_quantizer_keeps_the_weights():
     ae = MLPVQVAE(2, 1)
-    x = torch.randn(7, 2)
+    x = torch.randn(1, 7, 2)
     before = ae(x)
     torch.testing.assert_close(before.quantized, before.z)  # plain AE: no quantization
-    ae.attach_quantizer(make_quantizer("ema", 8, 1, kmeans_init="batch"))
+    ae.attach_quantizer(make_quantizer("ema", 8, 1, kmeans_init="batch", seed=[0]))
     torch.testing.assert_close(ae.encode(x), before.z)      # same encoder weights
     with pytest.raises(ConfigError, match="token_dim"):
-        ae.attach_quantizer(make_quantizer("ema", 8, 2))
+        ae.attach_quantizer(make_quantizer("ema", 8, 2, seed=[0]))
+    with pytest.raises(ConfigError, match="needs a group of 1 quantizers"):
+        ae.attach_quantizer(make_quantizer("ema", 8, 1))  # a single quantizer has no model axis
 
 
 def test_token_dim_must_divide_dim():

@@ -260,8 +260,10 @@ def build_parser(run_epilog: str | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_diagnose)
     p = sub.add_parser("plan", help="list every run of the book, skip the cached, estimate the time",
                        description="Every run `vqpaper book` would execute (notebook, config, epochs, steps), "
-                                   "the cached ones skipped, a few steps of each distinct model and codebook "
-                                   "size timed on this device, and the estimated wall time on 1 and N devices.")
+                                   "the cached ones skipped, the groups they train in, their FLOPs (forward + "
+                                   "backward) and the lower bound on one H100 at fp32/TF32/bf16, a few steps of "
+                                   "each distinct model, codebook size and group size timed on this device, and "
+                                   "the estimated wall time on 1 and N devices.")
     _add_profile(p)
     p.add_argument("--gpus", type=int, default=1, help="devices to estimate the wall time for (default 1)")
     p.add_argument("--notebook", action="append", help="only this notebook (repeatable)")

@@ -305,6 +305,33 @@ def resolve_device(device: str = "auto") -> str:
     raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
 
 
+#: Numerical precision of the encoder and decoder during training (``precision`` of a run; the
+#: quantizer's distances and EMA statistics are float32 in every mode):
+#: ``"float32"`` (the default on a CPU; on CUDA also without TF32, so a GPU run computes what the
+#: CPU does), ``"tf32"`` (CUDA only, its default: TF32 matmuls and convolutions, ~7x the float32
+#: peak of an H100), ``"bf16"`` (bfloat16 autocast).
+PRECISIONS = ("float32", "tf32", "bf16")
+
+
+def default_precision(device: Optional[str] = None) -> str:
+    """``VQPAPER_PRECISION`` (set by ``vqpaper run/book --precision``), else ``"tf32"`` on a CUDA
+    ``device`` and ``"float32"`` elsewhere."""
+    env = settings().precision
+    if env:
+        return check_precision(env)
+    return "tf32" if str(device or "cpu").startswith("cuda") else "float32"
+
+
+def check_precision(precision, device: str = "cpu") -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r} "
+                          f"(vqpaper run/book: --precision tf32; environment: VQPAPER_PRECISION=tf32)")
+    if precision == "tf32" and not str(device).startswith("cuda"):
+        raise ConfigError(f"precision='tf32' needs a CUDA device, got device={device!r}; "
+                          f"use precision='float32' (or 'bf16') on {device!r}")
+    return precision
+
+
 #: Torch CPU threads per training run unless ``VQPAPER_THREADS`` says otherwise. Fixed, never
 #: derived from the machine's load: a float sum reduced over 2 threads rounds differently from
 #: one over 1, and training amplifies that into different numbers (issue 9 measured 2,388
@@ -624,13 +651,17 @@ PRESETS: dict[str, dict[str, NotebookParams]] = {
                     codebook_sizes=[256], token_dim=32, channels=32, residual_channels=16, cifar_scratch_epochs=4,
                     cifar_pretrain_epochs=2, cifar_finetune_epochs=2, cifar_seeds=[0], train_images=1024,
                     kmeans_vectors=8192, cifar10=None, device="auto"),
+        # paper: the synthetic runs at 02-04's budget; CIFAR-10 at two codebook sizes (the small and the
+        # large end of 03's sweep, where the collapse differs most) and half of 03's epochs (150 = 75 + 75):
+        # 160 of the profile's 345 PFLOP, so that the whole profile fits 2 h on one H100 at TF32 at an
+        # assumed 25% of the peak (vqpaper plan; with 03's 3 sizes and 300 epochs 06 alone was 474 PFLOP)
         paper=Remedies(remedies=["ema", "pretrained", "simvq", "restart", "batch-kmeans", "l2", "rotation", "fsq",
                                  "pretrained+restart", "restart+batch-kmeans", "lib"], dims=[2, 3, 8],
                        token_dims=[1, 1, 4], seeds=[0, 1, 2, 3, 4], scratch_epochs=200, pretrain_epochs=100,
                        finetune_epochs=100, narrow_hidden=4, narrow_dims=[2, 3, 8], narrow_epochs=200,
-                       narrow_n_per_cluster=1000, codebook_sizes=[256, 1024, 4096], token_dim=32, channels=128,
-                       residual_channels=64, cifar_scratch_epochs=300, cifar_pretrain_epochs=150,
-                       cifar_finetune_epochs=150, cifar_seeds=[0, 1, 2], train_images=None, kmeans_vectors=None,
+                       narrow_n_per_cluster=1000, codebook_sizes=[256, 4096], token_dim=32, channels=128,
+                       residual_channels=64, cifar_scratch_epochs=150, cifar_pretrain_epochs=75,
+                       cifar_finetune_epochs=75, cifar_seeds=[0, 1, 2], train_images=None, kmeans_vectors=None,
                        cifar10=None, **SYN)),
 }
 

@@ -1,11 +1,12 @@
 """Where the points of a sweep run: one after another in this process, or as tasks on Ray.
 
-:func:`vqpaper.sweeps.sweep` decides *what* to run (every point not already in the cache) and
-stores each result as it arrives; an executor decides *where*:
+:func:`vqpaper.sweeps.sweep` decides *what* to run (every point not already in the cache, in
+groups that train as one model: :func:`vqpaper.train.run_group`) and stores each result as it
+arrives; an executor decides *where* each group runs:
 
 * ``local`` — in this process, in order. What a one-core run, a debugger or a test uses.
-* ``ray`` — every point is a Ray task with declared resources (``cpus_per_run``,
-  ``gpus_per_run``, fractional GPUs allowed so that small runs share a GPU), on a local Ray
+* ``ray`` — every group is a Ray task with declared resources (``cpus_per_run``,
+  ``gpus_per_run``, fractional GPUs allowed so that small groups share a GPU), on a local Ray
   instance sized to the machine, or on an existing cluster (``RAY_ADDRESS`` /
   ``--ray-address``). The CIFAR data travel once, through the object store.
 * ``auto`` (default) — ``ray`` when a cluster address is given, or the machine has a CUDA GPU
@@ -48,16 +49,17 @@ DEFAULT_GPUS_PER_RUN = 0.25
 #: Environment variables that decide a run's numbers or imports, passed to Ray's workers (a
 #: worker of an already running instance does not inherit the submitting process's environment).
 FORWARDED_ENV = ("PYTHONPATH", "ATEN_CPU_CAPABILITY", "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG",
-                 "VQPAPER_THREADS", "VQPAPER_PRECISION", "OMP_WAIT_POLICY")
+                 "VQPAPER_THREADS", "VQPAPER_PRECISION", "VQPAPER_COMPILE", "OMP_WAIT_POLICY")
 
 
 class ExecutorError(VQPaperError, RuntimeError):
     """A sweep could not be run where it was asked to (Ray missing, a cluster timing out, ...)."""
 
 
-#: One point to compute: its position in the sweep, its config and the function that runs it.
-Task = tuple  # (index, cfg, runner)
-#: Called with (index, RunResult) as each point finishes.
+#: One group to compute: the positions of its points in the sweep, their configs, the function
+#: that trains them as one model (``train.run_group``) and the precision.
+Task = tuple  # (indices, configs, runner, precision)
+#: Called with (index, RunResult) for each point of a group that finished.
 OnDone = Callable[[int, object], None]
 
 
@@ -68,20 +70,33 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def _call(runner, cfg, data, precision, progress=False):
-    kwargs = dict(precision=precision, progress=progress)
-    return runner(cfg, data, **kwargs) if data is not None else runner(cfg, **kwargs)
+def _call(runner, configs, data, precision, progress=False):
+    return runner(configs, data, precision=precision, progress=progress)
+
+
+def _deliver(indices, results, on_done: OnDone) -> None:
+    """Hand each finished run of a group to ``on_done``; then raise the first run's error, if any
+    (a diverged run stops the sweep, but only after the others of its group are stored)."""
+    errors = []
+    for index, result in zip(indices, results):
+        if isinstance(result, BaseException):
+            errors.append(result)
+        else:
+            on_done(index, result)
+    if errors:
+        raise errors[0]
 
 
 class LocalExecutor:
-    """Every point in this process, in the order given."""
+    """Every group in this process, in the order given."""
 
     name = "local"
 
-    def run(self, tasks: Sequence[Task], data, precision: str, on_done: OnDone, progress: bool = False) -> None:
-        """``progress``: each run shows its own bar (one step per epoch), read by vqpaper.progress."""
-        for index, cfg, runner in tasks:
-            on_done(index, _call(runner, cfg, data if _needs_data(cfg) else None, precision, progress))
+    def run(self, tasks: Sequence[Task], data, on_done: OnDone, progress: bool = False) -> None:
+        """``progress``: each group shows its own bar (one step per epoch), read by vqpaper.progress."""
+        for indices, configs, runner, precision in tasks:
+            _deliver(indices, _call(runner, configs, data if _needs_data(configs[0]) else None, precision, progress),
+                     on_done)
 
     def close(self) -> None:
         pass
@@ -91,11 +106,12 @@ def _needs_data(cfg) -> bool:
     return isinstance(cfg, CifarRun)
 
 
-def _ray_task(runner, cfg, data, precision, threads, code):
-    """Body of one Ray task: the run, on the same thread count and code as the submitting process.
+def _ray_task(runner, configs, data, precision, threads, code):
+    """Body of one Ray task: a group's runs, on the same thread count and code as the submitting process.
 
     Errors come back as values (not Ray's wrapped exceptions), so the caller re-raises the
-    original type with its attributes, e.g. ``TrainingDiverged.history``.
+    original type with its attributes, e.g. ``TrainingDiverged.history``; so do the runs of the
+    group (a list of results and errors).
     """
     import warnings
 
@@ -111,7 +127,7 @@ def _ray_task(runner, cfg, data, precision, threads, code):
         with warnings.catch_warnings():
             # arrays from the object store are read-only; the runs copy them to tensors anyway
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            return "ok", _call(runner, cfg, data, precision)
+            return "ok", _call(runner, configs, data, precision)
     except Exception as exc:  # noqa: BLE001 - handed back to the driver, which re-raises it
         return "error", exc
 
@@ -273,7 +289,7 @@ def _supervise(num_cpus: int, num_gpus: int, log: str) -> int:
 
 
 class RayExecutor:
-    """Every point as a Ray task; results are handed to ``on_done`` as they finish.
+    """Every group as a Ray task; results are handed to ``on_done`` as their groups finish.
 
     ``address``: an existing cluster (``"host:port"``); ``None`` starts a local instance sized to
     the machine (``num_cpus``, ``num_gpus``: default all; see :class:`_LocalHead`), stopped by
@@ -375,37 +391,37 @@ class RayExecutor:
         for what, key in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
             need = max((o[what] for o in options), default=0)
             if need > total.get(key, 0):
-                raise ExecutorError(f"each sweep point asks for {what}={need:g} but the Ray cluster has "
+                raise ExecutorError(f"each sweep group asks for {what}={need:g} but the Ray cluster has "
                                     f"{total.get(key, 0):g} {key} in all, so it would never start; set "
                                     f"--cpus-per-run/--gpus-per-run (VQPAPER_CPUS_PER_RUN, VQPAPER_GPUS_PER_RUN) "
                                     f"or VQPAPER_THREADS to at most that")
 
-    def run(self, tasks: Sequence[Task], data, precision: str, on_done: OnDone, progress: bool = False) -> None:
+    def run(self, tasks: Sequence[Task], data, on_done: OnDone, progress: bool = False) -> None:
         """``progress`` is not used: a task's per-epoch bar would go to its worker's log, not to this process."""
         if not tasks:
             return
         ray = self.start()
         threads, code = _threads(), fingerprint.code_fingerprint()
-        self._check_feasible(ray, [self._options(cfg, threads) for _, cfg, _ in tasks])
+        self._check_feasible(ray, [self._options(configs[0], threads) for _, configs, _, _ in tasks])
         remote = ray.remote(_ray_task)
-        data_ref = self._data_ref(data) if any(_needs_data(cfg) for _, cfg, _ in tasks) else None
+        data_ref = self._data_ref(data) if any(_needs_data(configs[0]) for _, configs, _, _ in tasks) else None
         pending = {}
         try:
-            for index, cfg, runner in tasks:
-                ref = remote.options(**self._options(cfg, threads), max_retries=1).remote(
-                    runner, cfg, data_ref if _needs_data(cfg) else None, precision, threads, code)
-                pending[ref] = index
+            for indices, configs, runner, precision in tasks:
+                ref = remote.options(**self._options(configs[0], threads), max_retries=1).remote(
+                    runner, configs, data_ref if _needs_data(configs[0]) else None, precision, threads, code)
+                pending[ref] = indices
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.timeout_s)
                 if not ready:
-                    raise ExecutorError(f"no sweep point finished within timeout_s={self.timeout_s} s "
+                    raise ExecutorError(f"no sweep group finished within timeout_s={self.timeout_s} s "
                                         f"({len(pending)} still running on Ray)")
                 for ref in ready:
-                    index = pending.pop(ref)
+                    indices = pending.pop(ref)
                     status, value = ray.get(ref)
                     if status == "error":
                         raise value
-                    on_done(index, value)
+                    _deliver(indices, value, on_done)
         finally:
             for ref in pending:  # a failure or an interrupt: stop what is still queued or running
                 with contextlib.suppress(Exception):

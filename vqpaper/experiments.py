@@ -354,10 +354,9 @@ def diagnose_run(run: RunResult, title: str):
 def untrained_embeddings(cfg: Preliminaries, seed: int):
     """The data and the outputs of a freshly initialised encoder (``[N * latents, token_dim]``)."""
     X, y = make_clusters(cfg.n_per_cluster, cfg.dim, seed=cfg.data_seed)
-    torch.manual_seed(seed)
-    model = MLPVQVAE(cfg.dim, cfg.token_dim)
+    model = MLPVQVAE(cfg.dim, cfg.token_dim, seeds=[seed])  # a group of one, weights drawn from the seed
     with torch.no_grad():
-        z = model.encode(torch.from_numpy(X)).reshape(-1, cfg.token_dim)
+        z = model.encode(torch.from_numpy(X)[None])[0].reshape(-1, cfg.token_dim)
     return X, y, z
 
 

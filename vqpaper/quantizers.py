@@ -10,16 +10,26 @@ Every quantizer has one interface, so a notebook swaps EMA-VQ for SimVQ by one a
 * ``loss`` is the quantizer's share of the training loss (commitment term, plus SimVQ's
   codebook term).
 
+**Groups.** Built with a list of seeds (``seed=[0, 1, 2]``), a quantizer is a *group* of M
+independent quantizers of one shape, one per seed: its tokens are ``[M, S, D]``, ``z`` is
+``[M, ..., token_dim]``, model m's latents are quantized against model m's tokens only, and
+``loss`` is ``[M]``, one per model. :mod:`vqpaper.train` trains every run this way (a run alone
+is a group of one), so that the seeds of a sweep train in one batched step; each model's
+arithmetic is the same whatever group it is in. Built with one int seed, a quantizer is a single
+one with the shapes above (tokens ``[S, D]``, a scalar loss), computed by the same code as a
+group of one.
+
 Notation follows the paper: tokens ``t_k`` (rows of the codebook, ``k = 1..S``; here
 ``codebook_size``), embeddings ``z_j`` (encoder outputs).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError, check_positive_int
@@ -53,44 +63,87 @@ EMA_UPDATES = ("eq5", "laplace")
 # --------------------------------------------------------------------------------------
 @torch.no_grad()
 def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE):
-    """Eq. (1): ``k_j = argmin_k ||z_j - t_k||``; returns ``(indices [N], squared distances [N])``.
+    """Eq. (1): ``k_j = argmin_k ||z_j - t_k||``; returns ``(indices, squared distances)``.
 
-    ``||z - t||^2 = ||z||^2 - 2 z.t + ||t||^2``; the ``||z||^2`` term is the same for every
-    token, so the search only needs ``||t||^2 - 2 z.t``: one matmul (``addmm``) per tile.
-    The ``N x S`` distance matrix is never materialised: rows and codebook columns are tiled
-    so that no temporary holds more than ``chunk_size`` elements, whatever ``S`` is (on CPU
-    the tiles are further capped at a cache-sized ``CPU_TILE``, see ``vqpaper/search_cpu.py``; on CUDA
-    the default bound grows to what the device's memory allows, see ``_CUDA_TILE_MAX``). Ties go to the lowest
-    index, as in a plain ``argmin`` over all tokens.
+    One model: ``z`` [N, D] and ``codebook`` [K, D] give indices and distances [N]. A group of
+    M models: ``z`` [M, N, D] and ``codebook`` [M, K, D] give [M, N], model m's embeddings
+    searched among model m's tokens only.
+
+    1-D tokens are searched by bisection among the sorted tokens (:func:`_nearest_token_1d`).
+    Otherwise ``||z - t||^2 = ||z||^2 - 2 z.t + ||t||^2``; the ``||z||^2`` term is the same for every
+    token, so the search only needs ``||t||^2 - 2 z.t``: one batched matmul (``baddbmm``) per
+    tile, for all models at once. The ``N x K`` distance matrix is never materialised: rows and
+    codebook columns are tiled so that no temporary holds more than ``chunk_size`` elements per
+    model (a group's tiles together on accelerators), whatever ``K`` is (on CPU the tiles are
+    further capped at a cache-sized ``CPU_TILE``, see ``vqpaper/search_cpu.py``; on CUDA the
+    default bound grows to what the device's memory allows, see ``_CUDA_TILE_MAX``). Ties go to
+    the lowest index, as in a plain ``argmin`` over all tokens.
     """
-    if z.dim() != 2 or codebook.dim() != 2 or z.shape[1] != codebook.shape[1]:
+    single = z.dim() == 2 and codebook.dim() == 2
+    if single:
+        z, codebook = z.unsqueeze(0), codebook.unsqueeze(0)
+    if (z.dim() != 3 or codebook.dim() != 3 or z.shape[0] != codebook.shape[0]
+            or z.shape[2] != codebook.shape[2]):
         raise ConfigError(
-            f"nearest_token needs z [N, D] and codebook [K, D] with the same D, "
-            f"got {tuple(z.shape)} and {tuple(codebook.shape)}"
+            f"nearest_token needs z [N, D] and codebook [K, D] with the same D (a group: z [M, N, D] and "
+            f"codebook [M, K, D]), got {tuple(z.shape)} and {tuple(codebook.shape)}"
         )
     check_positive_int("chunk_size", chunk_size)
     z = z.to(codebook.dtype)
-    if z.device.type == "cpu" and codebook.dtype in (torch.float32, torch.float64):
+    if z.shape[2] == 1:
+        indices, best = _nearest_token_1d(z, codebook)
+    elif z.device.type == "cpu" and codebook.dtype in (torch.float32, torch.float64):
         # the same search, tuned for CPU caches (see vqpaper/search_cpu.py); exact same indices
-        return nearest_token_cpu(z, codebook, min(chunk_size, CPU_TILE))
-    n, k = z.shape[0], codebook.shape[0]
+        indices, best = nearest_token_cpu(z, codebook, min(chunk_size, CPU_TILE))
+    else:
+        indices, best = _nearest_token_tiled(z, codebook, chunk_size)
+    return (indices[0], best[0]) if single else (indices, best)
+
+
+def _nearest_token_1d(z: torch.Tensor, codebook: torch.Tensor):
+    """Eq. (1) for 1-D tokens (the 2-D and 3-D synthetic runs): a binary search among the sorted tokens.
+
+    The nearest token is one of the two tokens around an embedding's place in the sorted
+    codebook, so no ``N x K`` distance matrix is needed: ``O(N log K)`` instead of ``O(N K)``.
+    Distances are ``(z - t)^2`` as such. Ties go to the lowest index, as in a plain ``argmin``:
+    the stable sort keeps equal tokens in index order, each candidate is moved to the first of
+    its run of equal tokens, and of two equally near candidates the lower index wins.
+    """
+    values, order = codebook[..., 0].sort(dim=-1, stable=True)   # [M, K] ascending, ties in index order
+    q = z[..., 0].contiguous()                                      # [M, N]
+    last = values.shape[-1] - 1
+    right = torch.searchsorted(values, q).clamp_(max=last)          # first token >= z (or the last)
+    candidates = []
+    for pos in (right, (right - 1).clamp_(min=0)):
+        # the first of its run of equal tokens (clamped: a NaN, from a run that diverged, searches past the end)
+        pos = torch.searchsorted(values, values.gather(-1, pos)).clamp_(max=last)
+        candidates.append(((q - values.gather(-1, pos)).pow(2), order.gather(-1, pos)))
+    (d_right, i_right), (d_left, i_left) = candidates
+    right_wins = (d_right < d_left) | ((d_right == d_left) & (i_right < i_left))
+    return torch.where(right_wins, i_right, i_left), torch.where(right_wins, d_right, d_left)
+
+
+def _nearest_token_tiled(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int):
+    """The search of :func:`nearest_token` on an accelerator: ``z`` [M, N, D], ``codebook`` [M, K, D]."""
+    models, n, k = z.shape[0], z.shape[1], codebook.shape[1]
     if z.device.type == "cuda":
         if chunk_size == DEFAULT_CHUNK_SIZE:  # the default: as large as the device allows
             chunk_size = _cuda_tile(z.device, codebook.element_size())
         k_block = min(k, chunk_size)
     else:
         k_block = min(k, _K_BLOCK, chunk_size)
-    rows = max(1, min(n, chunk_size // k_block))
-    t_sq = codebook.pow(2).sum(1)  # ||t_k||^2, [K]
-    indices = torch.empty(n, dtype=torch.long, device=z.device)
-    best = torch.empty(n, dtype=codebook.dtype, device=z.device)
+    rows = max(1, min(n, chunk_size // (models * k_block)))
+    t_sq = codebook.pow(2).sum(-1).unsqueeze(1)  # ||t_k||^2, [M, 1, K]
+    indices = torch.empty(models, n, dtype=torch.long, device=z.device)
+    best = torch.empty(models, n, dtype=codebook.dtype, device=z.device)
     for r0 in range(0, n, rows):
-        zr = z[r0:r0 + rows]
+        zr = z[:, r0:r0 + rows]
         run_min = run_idx = None
         for k0 in range(0, k, k_block):
-            # ||t||^2 - 2 z.t for one tile of [rows, k_block]
-            d = torch.addmm(t_sq[k0:k0 + k_block], zr, codebook[k0:k0 + k_block].t(), beta=1, alpha=-2)
-            m, i = d.min(dim=1)
+            # ||t||^2 - 2 z.t for one tile of [M, rows, k_block]
+            d = torch.baddbmm(t_sq[:, :, k0:k0 + k_block], zr, codebook[:, k0:k0 + k_block].transpose(1, 2),
+                              beta=1, alpha=-2)
+            m, i = d.min(dim=-1)
             if run_min is None:
                 run_min, run_idx = m, i
             else:
@@ -98,8 +151,8 @@ def nearest_token(z: torch.Tensor, codebook: torch.Tensor, chunk_size: int = DEF
                 better = m < run_min
                 run_min = torch.where(better, m, run_min)
                 run_idx = torch.where(better, i + k0, run_idx)
-        indices[r0:r0 + rows] = run_idx
-        best[r0:r0 + rows] = run_min + zr.pow(2).sum(1)
+        indices[:, r0:r0 + rows] = run_idx
+        best[:, r0:r0 + rows] = run_min + zr.pow(2).sum(-1)
     return indices, best.clamp_min_(0)
 
 
@@ -114,6 +167,11 @@ def _cuda_tile(device: torch.device, element_size: int) -> int:
         free, _total = torch.cuda.mem_get_info(key[0])
         _cuda_tiles[key] = max(DEFAULT_CHUNK_SIZE, min(_CUDA_TILE_MAX, free // (element_size * _CUDA_FREE_SHARE)))
     return _cuda_tiles[key]
+
+
+def tokens_at(codebook: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """The tokens ``t_{k_j}`` a group chose: ``codebook`` [M, K, D] at ``indices`` [M, N] -> [M, N, D]."""
+    return torch.gather(codebook, 1, indices.unsqueeze(-1).expand(-1, -1, codebook.shape[-1]))
 
 
 # --------------------------------------------------------------------------------------
@@ -185,12 +243,67 @@ def _distinct_rows(vectors: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------
+# One quantizer or a group of them: the model axis
+# --------------------------------------------------------------------------------------
+def _seeds(seed) -> tuple[list[int], bool]:
+    """``(seeds, grouped)``: one int seed is one quantizer, a list (or tuple) of seeds a group."""
+    if isinstance(seed, (list, tuple)):
+        if not seed:
+            raise ConfigError("seed: a group of quantizers needs at least one seed, got []")
+        return [int(s) for s in seed], True
+    return [int(seed)], False
+
+
+class _Group(nn.Module):
+    """What the quantizers of this module share: tensors with a leading model axis.
+
+    A group keeps its tensors as ``[M, ...]``; a single quantizer keeps them without the axis
+    (``[S, D]``, as a reader expects) and works on a view with it (``unsqueeze(0)``, which
+    shares the memory), so both run the same code.
+    """
+
+    codebook_size: int
+    token_dim: int
+
+    def _set_group(self, seed):
+        self.seeds, self.grouped = _seeds(seed)
+        self.models = len(self.seeds)
+
+    def _group(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.grouped else t.unsqueeze(0)
+
+    def _ungroup(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.grouped else t[0]
+
+    def _latents(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` as ``[M, n, token_dim]``: every latent vector of each model."""
+        if z.shape[-1] != self.token_dim:
+            raise ConfigError(f"quantizer expects latents with last dimension token_dim={self.token_dim}, "
+                              f"got shape {tuple(z.shape)}")
+        if self.grouped and (z.dim() < 2 or z.shape[0] != self.models):
+            raise ConfigError(f"a group of {self.models} quantizers expects latents [{self.models}, ..., "
+                              f"{self.token_dim}] (one slice per model), got shape {tuple(z.shape)}")
+        return self._group(z).reshape(self.models, -1, self.token_dim)
+
+    def _output(self, z, quantized, indices, loss):
+        """Back to the caller's shapes: ``quantized`` like ``z``, ``indices`` like ``z.shape[:-1]``,
+        ``loss`` [M] for a group, a scalar for a single quantizer."""
+        return quantized.view_as(z), indices.view(z.shape[:-1]), (loss if self.grouped else loss[0])
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """The tokens at ``indices`` ([...] for one quantizer, [M, ...] for a group), shape ``[..., D]``."""
+        codebook = self._group(self.codebook)
+        flat = self._group(indices).reshape(self.models, -1)
+        return tokens_at(codebook, flat).view(*indices.shape, self.token_dim)
+
+
+# --------------------------------------------------------------------------------------
 # EMA vector quantizer: eq. (1), (3)-(5)
 # --------------------------------------------------------------------------------------
-class EMAQuantizer(nn.Module):
+class EMAQuantizer(_Group):
     """VQ with the codebook learned by exponential moving averages (eq. 3-5), no codebook loss.
 
-    Buffers (not parameters: the optimiser never touches the tokens):
+    Buffers (not parameters: the optimiser never touches the tokens), ``[M, ...]`` for a group:
 
     * ``codebook``      ``t_k``  [S, D]
     * ``cluster_size``  ``L_k``  [S]      EMA of how many embeddings chose token k (eq. 4)
@@ -200,17 +313,19 @@ class EMAQuantizer(nn.Module):
     outputs of the whole training set, as the paper does), ``"batch"`` (K-means on the first
     training batch, as SoundStream and common libraries do), ``"none"`` (random normal tokens).
 
-    ``update`` (one of ``EMA_UPDATES``): ``"eq5"`` (default) computes ``t_k = M_k / L_k``
+    ``update`` (one of ``EMA_UPDATES``; for a group also a list, one rule per model): ``"eq5"`` (default) computes ``t_k = M_k / L_k``
     exactly as the paper's eq. (5), so a token no embedding chooses keeps its position;
     ``"laplace"`` first smooths ``L`` with ``eps`` as sonnet and vector-quantize-pytorch do,
     which pulls every unused token towards the origin: ``t_k ~ M_k / (L_k + eps)``, so the token
     has moved halfway once ``L_k`` has decayed to ``eps`` (from ``L_k = 1`` at decay 0.9: after
     about 110 unused steps). ``eps`` is used by ``"laplace"`` only.
+
+    ``seed``: one int (one quantizer), or a list (a group, one model per seed; see the module doc).
     """
 
     def __init__(self, codebook_size: int, token_dim: int, decay: float = 0.99, beta: float = 0.25,
                  kmeans_init: str = "dataset", kmeans_iters: int = 10, eps: float = 1e-5,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0, update: str = "eq5"):
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, seed=0, update: str = "eq5"):
         super().__init__()
         check_positive_int("codebook_size", codebook_size, maximum=2**24)
         check_positive_int("token_dim", token_dim)
@@ -220,33 +335,60 @@ class EMAQuantizer(nn.Module):
             raise ConfigError(f"beta must be >= 0, got {beta!r}")
         if kmeans_init not in KMEANS_INIT:
             raise ConfigError(f"kmeans_init must be one of {KMEANS_INIT}, got {kmeans_init!r}")
-        if update not in EMA_UPDATES:
-            raise ConfigError(f"update must be one of {EMA_UPDATES} (\"eq5\": the paper's t_k = M_k / L_k; "
-                              f"\"laplace\": sonnet's smoothed L), got {update!r}")
         self.codebook_size, self.token_dim = codebook_size, token_dim
-        self.decay, self.beta, self.eps, self.update = decay, beta, eps, update
-        self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
-        self.chunk_size, self.seed = chunk_size, seed
-        g = torch.Generator().manual_seed(seed)
-        init = torch.randn(codebook_size, token_dim, generator=g)
+        self.decay, self.beta, self.eps = decay, beta, eps
+        self.kmeans_init, self.kmeans_iters, self.chunk_size = kmeans_init, kmeans_iters, chunk_size
+        self._set_group(seed)
+        updates = list(update) if isinstance(update, (list, tuple)) else [update] * self.models
+        bad = [u for u in updates if u not in EMA_UPDATES]
+        if bad or len(updates) != self.models:
+            raise ConfigError(f"update must be one of {EMA_UPDATES} (\"eq5\": the paper's t_k = M_k / L_k; "
+                              f"\"laplace\": sonnet's smoothed L), or a list of them with one per model of the group, "
+                              f"got {update!r}")
+        #: The rule of eq. (5) of each model; ``update`` is that rule when all models share it.
+        self.updates = updates
+        self.update = updates[0] if len(set(updates)) == 1 else list(updates)
+        init = torch.stack([torch.randn(codebook_size, token_dim, generator=torch.Generator().manual_seed(s))
+                            for s in self.seeds])
+        init = init if self.grouped else init[0]
         self.register_buffer("codebook", init)
-        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("cluster_size", torch.ones(init.shape[:-1]))
         self.register_buffer("embed_sum", init.clone())
         self.register_buffer("initialised", torch.tensor(kmeans_init == "none"))
         # A host-side copy of the flag: reading the buffer every step (bool(tensor)) would make
         # the host wait for the device. Kept in step with the buffer here, in init_codebook and
         # when a state dict is loaded.
         self._initialised = kmeans_init == "none"
+        # Model m's token k is row m * S + k of the flattened statistics (see ema_update).
+        self.register_buffer("_row_offset", torch.arange(self.models)[:, None] * codebook_size, persistent=False)
+        # Which models smooth L before eq. (5) ("laplace"), [M, 1, 1]; None when none does.
+        laplace = torch.tensor([u == "laplace" for u in updates])[:, None, None]
+        self.register_buffer("_laplace", laplace if laplace.any() else None, persistent=False)
+        #: The models a first-batch K-means initialises (``kmeans_init="batch"``): all (``None``), or
+        #: those listed. vqpaper.train leaves out a run of the group that has stopped (diverged).
+        self.active: Optional[list[int]] = None
+
+    def _statistics(self):
+        """``t_k``, ``L_k``, ``M_k`` with the model axis: [M, S, D], [M, S], [M, S, D] (views)."""
+        return self._group(self.codebook), self._group(self.cluster_size), self._group(self.embed_sum)
 
     @torch.no_grad()
-    def init_codebook(self, vectors: torch.Tensor):
-        """K-means initialisation (eq. 2): tokens = centroids of the given encoder outputs."""
-        vectors = vectors.detach().reshape(-1, self.token_dim).to(self.codebook.device)
-        centres, counts = kmeans(vectors, self.codebook_size, self.kmeans_iters, self.seed, self.chunk_size)
-        self.codebook.copy_(centres)
-        # Start the EMA statistics consistent with eq. (5): t_k = M_k / L_k.
-        self.cluster_size.copy_(counts.clamp_min(1.0))
-        self.embed_sum.copy_(centres * self.cluster_size[:, None])
+    def init_codebook(self, vectors: torch.Tensor, models: Optional[Sequence[int]] = None):
+        """K-means initialisation (eq. 2): tokens = centroids of the given encoder outputs.
+
+        ``vectors``: [..., D] for one quantizer; [M, ..., D] for a group, model m's tokens from
+        model m's vectors, one K-means per model with its own seed. ``models``: initialise only
+        these models of the group (default: all).
+        """
+        vectors = self._latents(vectors.detach()).to(self.codebook.device)
+        codebook, size, total = self._statistics()
+        for m in range(self.models) if models is None else models:
+            centres, counts = kmeans(vectors[m], self.codebook_size, self.kmeans_iters, self.seeds[m],
+                                     self.chunk_size)
+            codebook[m].copy_(centres)
+            # Start the EMA statistics consistent with eq. (5): t_k = M_k / L_k.
+            size[m].copy_(counts.clamp_min(1.0))
+            total[m].copy_(centres * size[m][:, None])
         self.initialised.fill_(True)
         self._initialised = True
 
@@ -254,112 +396,205 @@ class EMAQuantizer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._initialised = bool(self.initialised)      # once per load, not per step
 
-    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.codebook[indices]
-
     @torch.no_grad()
     def ema_update(self, z: torch.Tensor, indices: torch.Tensor):
-        """Eq. (3)-(5) for one batch of embeddings ``z`` [N, D] assigned to ``indices`` [N]."""
-        gamma = self.decay
-        l_batch = torch.bincount(indices, minlength=self.codebook_size).to(z.dtype)  # l_k
-        m_batch = torch.zeros_like(self.embed_sum).index_add_(0, indices, z)          # m_k
-        self.embed_sum.mul_(gamma).add_(m_batch, alpha=1 - gamma)        # eq. (3)
-        self.cluster_size.mul_(gamma).add_(l_batch, alpha=1 - gamma)     # eq. (4)
-        if self.update == "laplace":
-            # sonnet / vector-quantize-pytorch: Laplace-smooth L before eq. (5). The smoothing adds
-            # eps to every L_k and rescales by the total, so for a token no embedding chooses
-            # M_k -> 0 faster than the smoothed L_k: it is dragged to the origin.
-            n = self.cluster_size.sum()
-            smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
-            torch.div(self.embed_sum, smoothed[:, None], out=self.codebook)  # eq. (5), smoothed
-            return
+        """Eq. (3)-(5) for one batch: embeddings ``z`` [n, D] assigned to tokens ``indices`` [n]
+        (a group: [M, n, D] and [M, n], each model's embeddings and its own tokens)."""
+        if not self.grouped:
+            z, indices = z.unsqueeze(0), indices.unsqueeze(0)
+        codebook, size, total = self._statistics()  # t_k, L_k, M_k of every model
+        gamma, (models, tokens) = self.decay, size.shape
+        # l_k and m_k of every model in one scatter over the flattened [M * S] statistics:
+        # index_add_ rather than torch.bincount, which reads its input's maximum back to the host.
+        rows = (indices + self._row_offset).reshape(-1)
+        l_batch = z.new_zeros(models * tokens).index_add_(0, rows, z.new_ones(rows.shape[0])).view_as(size)  # l_k
+        m_batch = z.new_zeros(models * tokens, z.shape[-1]).index_add_(0, rows, z.reshape(-1, z.shape[-1]))
+        m_batch = m_batch.view_as(total)                                                                # m_k
+        total.mul_(gamma).add_(m_batch, alpha=1 - gamma)        # eq. (3)
+        size.mul_(gamma).add_(l_batch, alpha=1 - gamma)         # eq. (4)
         # Eq. (5) as the paper writes it, t_k = M_k / L_k. A token this batch chose has
         # L_k >= 1 - gamma > 0, so its division is safe. For a token it did not choose, m_k = l_k = 0:
         # M_k and L_k both shrank by gamma and M_k / L_k is t_k, unchanged, so we keep t_k instead of
         # dividing. Dividing would let float32 rounding move it, and after ~1000 unused steps at
         # gamma = 0.9 both M_k and L_k underflow (subnormal, then 0), giving a wrong ratio or 0/0.
         # torch.where rather than boolean indexing: no host-device sync on accelerators.
-        chosen = (l_batch > 0)[:, None]
-        self.codebook.copy_(torch.where(chosen, self.embed_sum / self.cluster_size[:, None], self.codebook))
+        chosen = (l_batch > 0).unsqueeze(-1)
+        new = torch.where(chosen, total / size.unsqueeze(-1), codebook)
+        if self._laplace is not None:
+            # sonnet / vector-quantize-pytorch: Laplace-smooth L before eq. (5), for the models whose
+            # update is "laplace". The smoothing adds eps to every L_k and rescales by the total, so for
+            # a token no embedding chooses M_k -> 0 faster than the smoothed L_k: it is dragged to the origin.
+            n = size.sum(-1, keepdim=True)
+            smoothed = (size + self.eps) / (n + tokens * self.eps) * n
+            new = torch.where(self._laplace, total / smoothed.unsqueeze(-1), new)  # eq. (5), smoothed
+        codebook.copy_(new)
 
     def forward(self, z: torch.Tensor):
-        if z.shape[-1] != self.token_dim:
-            raise ConfigError(f"quantizer expects latents with last dimension token_dim={self.token_dim}, "
-                              f"got shape {tuple(z.shape)}")
-        flat = z.reshape(-1, self.token_dim)
+        flat = self._latents(z)                                  # [M, n, D]
         if self.training and not self._initialised:
             if self.kmeans_init == "dataset":
                 raise ConfigError("kmeans_init='dataset' needs init_codebook(encoder outputs of the training set) "
                                   "before training; train.py does this, or use kmeans_init='batch'")
-            self.init_codebook(flat)                    # "batch": K-means on the first batch
-        indices, _ = nearest_token(flat.detach(), self.codebook, self.chunk_size)   # eq. (1)
-        tokens = self.codebook[indices]
+            self.init_codebook(self._ungroup(flat), self.active)  # "batch": K-means on the first batch
+        codebook = self._group(self.codebook)
+        indices, _ = nearest_token(flat.detach(), codebook, self.chunk_size)   # eq. (1), [M, n]
+        tokens = tokens_at(codebook, indices)
         if self.training:
-            self.ema_update(flat.detach().float(), indices)
-        # Commitment loss beta * ||z - sg(t)||^2; the codebook is learned by EMA, not by a loss.
-        loss = self.beta * F.mse_loss(flat, tokens.detach())
+            self.ema_update(self._ungroup(flat.detach().float()), self._ungroup(indices))
+        # Commitment loss beta * ||z - sg(t)||^2 per model; the codebook is learned by EMA, not by a loss.
+        loss = self.beta * (flat - tokens.detach()).pow(2).mean((1, 2))
         # Straight-through estimator: forward = tokens, backward = identity onto z.
         quantized = flat + (tokens - flat).detach()
-        return quantized.view_as(z), indices.view(z.shape[:-1]), loss
+        return self._output(z, quantized, indices, loss)
 
 
 # --------------------------------------------------------------------------------------
 # SimVQ (Zhu, Li et al. 2024): codebook = W(B), B frozen
 # --------------------------------------------------------------------------------------
-class SimVQQuantizer(nn.Module):
+class SimVQQuantizer(_Group):
     """SimVQ: tokens are a learnable linear map of a frozen random basis, ``C = W(B)``.
 
-    ``B`` [S, D] is drawn once from N(0, D^-1/2) and frozen; ``W`` is ``nn.Linear(D, D)``.
-    Because every token is ``W b_k``, one gradient step on ``W`` moves *all* tokens, used or
-    not; that is SimVQ's remedy for codebook collapse. Loss, with the stop-gradients on the
-    correct sides: ``||sg(z) - q||^2`` (trains W) + ``beta * ||z - sg(q)||^2`` (commitment).
-    Decoding from indices must use the projected codebook ``W(B)``, not ``B``.
+    ``B`` [S, D] is drawn once from N(0, D^-1/2) and frozen; ``W`` is a linear map ``D -> D``
+    (``weight`` [D, D] in ``nn.Linear``'s layout and ``bias`` [D], initialised as ``nn.Linear``
+    does, from the quantizer's seed). Because every token is ``W b_k``, one gradient step on
+    ``W`` moves *all* tokens, used or not; that is SimVQ's remedy for codebook collapse. Loss,
+    with the stop-gradients on the correct sides: ``||sg(z) - q||^2`` (trains W) +
+    ``beta * ||z - sg(q)||^2`` (commitment). Decoding from indices must use the projected
+    codebook ``W(B)``, not ``B``. A group (``seed`` a list) has ``[M, ...]`` of each.
     """
 
+    kmeans_init = "none"
+
     def __init__(self, codebook_size: int, token_dim: int, beta: float = 0.25,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0, **_ignored):
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, seed=0, **_ignored):
         super().__init__()
         check_positive_int("codebook_size", codebook_size, maximum=2**24)
         check_positive_int("token_dim", token_dim)
         if not beta >= 0:
             raise ConfigError(f"beta must be >= 0, got {beta!r}")
         self.codebook_size, self.token_dim, self.beta, self.chunk_size = codebook_size, token_dim, beta, chunk_size
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("basis", torch.randn(codebook_size, token_dim, generator=g) * token_dim ** -0.5)
-        self.proj = nn.Linear(token_dim, token_dim)
-        with torch.no_grad():  # seeded, so two quantizers with one seed are identical
-            bound = 1 / math.sqrt(token_dim)
-            self.proj.weight.copy_(torch.empty(token_dim, token_dim).uniform_(-bound, bound, generator=g))
-            self.proj.bias.copy_(torch.empty(token_dim).uniform_(-bound, bound, generator=g))
-        self.kmeans_init = "none"
+        self._set_group(seed)
+        bases, weights, biases = [], [], []
+        bound = 1 / math.sqrt(token_dim)
+        for s in self.seeds:  # seeded, so two quantizers with one seed are identical
+            g = torch.Generator().manual_seed(s)
+            bases.append(torch.randn(codebook_size, token_dim, generator=g) * token_dim ** -0.5)
+            weights.append(torch.empty(token_dim, token_dim).uniform_(-bound, bound, generator=g))
+            biases.append(torch.empty(token_dim).uniform_(-bound, bound, generator=g))
+        pick = (lambda ts: torch.stack(ts)) if self.grouped else (lambda ts: ts[0])
+        self.register_buffer("basis", pick(bases))
+        self.weight = nn.Parameter(pick(weights))
+        self.bias = nn.Parameter(pick(biases))
+
+    def _codebook(self) -> torch.Tensor:
+        """``C = W(B) = B W^T + b`` of every model, [M, S, D]."""
+        weight, bias = self._group(self.weight), self._group(self.bias)
+        return torch.baddbmm(bias.unsqueeze(1), self._group(self.basis), weight.transpose(1, 2))
 
     @property
     def codebook(self) -> torch.Tensor:
         """The tokens actually used: ``C = W(B)`` (not the frozen basis)."""
-        return self.proj(self.basis)
+        return self._ungroup(self._codebook())
 
-    def init_codebook(self, vectors):  # noqa: D401 - uniform interface
+    def init_codebook(self, vectors, models=None):  # noqa: D401 - uniform interface
         """SimVQ has no K-means initialisation: its basis is random by design."""
         return None
 
+    def forward(self, z: torch.Tensor):
+        flat = self._latents(z)
+        codebook = self._codebook()
+        indices, _ = nearest_token(flat.detach(), codebook.detach(), self.chunk_size)
+        tokens = tokens_at(codebook, indices)                       # differentiable w.r.t. W
+        loss = ((tokens - flat.detach()).pow(2).mean((1, 2))
+                + self.beta * (flat - tokens.detach()).pow(2).mean((1, 2)))
+        quantized = flat + (tokens - flat).detach()                 # straight-through
+        return self._output(z, quantized, indices, loss)
+
+
+# --------------------------------------------------------------------------------------
+# A group of quantizers that have no batched form
+# --------------------------------------------------------------------------------------
+class QuantizerLoop(nn.Module):
+    """A group of single quantizers run one after another: ``members[m]`` quantizes model m's latents.
+
+    For quantizers without a batched form, vector-quantize-pytorch's (:mod:`vqpaper.remedies`).
+    Same interface as a group: ``z`` [M, ..., D], ``loss`` [M], ``codebook`` [M, S, D]. The
+    library draws random numbers from torch's global generator (K-means' starting tokens,
+    dead-code restarts); each member runs with a generator state of its own, started from its
+    model's seed, so what one model draws never depends on the others in its group.
+    """
+
+    grouped = True
+
+    def __init__(self, members: Sequence[nn.Module], seeds: Sequence[int]):
+        super().__init__()
+        if not members or len(members) != len(seeds):
+            raise ConfigError(f"QuantizerLoop needs one seed per member, got {len(members)} members and seeds "
+                              f"{list(seeds)}")
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        self.codebook_size, self.token_dim, self.kmeans_init = first.codebook_size, first.token_dim, first.kmeans_init
+        self.seeds, self.models = [int(s) for s in seeds], len(members)
+        self._rng_states: dict = {}  # (member, device) -> generator state
+
+    @contextlib.contextmanager
+    def _own_random_numbers(self, m: int, device: torch.device):
+        """Run member ``m`` on its own stream of torch's global generator (CPU, and CUDA if used)."""
+        devices = [torch.device("cpu")] + ([device] if device.type == "cuda" else [])
+        saved = []
+        for d in devices:
+            key = (m, str(d))
+            if key not in self._rng_states:
+                self._rng_states[key] = torch.Generator(device=d).manual_seed(self.seeds[m]).get_state()
+            if d.type == "cpu":
+                saved.append(torch.get_rng_state())
+                torch.set_rng_state(self._rng_states[key])
+            else:
+                saved.append(torch.cuda.get_rng_state(d))
+                torch.cuda.set_rng_state(self._rng_states[key], d)
+        try:
+            yield
+        finally:
+            for d, before in zip(devices, saved):
+                key = (m, str(d))
+                if d.type == "cpu":
+                    self._rng_states[key] = torch.get_rng_state()
+                    torch.set_rng_state(before)
+                else:
+                    self._rng_states[key] = torch.cuda.get_rng_state(d)
+                    torch.cuda.set_rng_state(before, d)
+
+    def _check(self, z: torch.Tensor):
+        if z.dim() < 2 or z.shape[0] != self.models or z.shape[-1] != self.token_dim:
+            raise ConfigError(f"a group of {self.models} quantizers expects latents [{self.models}, ..., "
+                              f"{self.token_dim}], got shape {tuple(z.shape)}")
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return torch.stack([q.codebook for q in self.members])
+
+    def init_codebook(self, vectors: torch.Tensor, models: Optional[Sequence[int]] = None):
+        """Each member's own initialisation on its model's vectors (``vectors`` [M, ..., D])."""
+        self._check(vectors)
+        for m in range(self.models) if models is None else models:
+            with self._own_random_numbers(m, vectors.device):
+                self.members[m].init_codebook(vectors[m])
+
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.codebook[indices]
+        return torch.stack([q.decode_indices(i) for q, i in zip(self.members, indices)])
 
     def forward(self, z: torch.Tensor):
-        if z.shape[-1] != self.token_dim:
-            raise ConfigError(f"quantizer expects latents with last dimension token_dim={self.token_dim}, "
-                              f"got shape {tuple(z.shape)}")
-        flat = z.reshape(-1, self.token_dim)
-        codebook = self.codebook
-        indices, _ = nearest_token(flat.detach(), codebook.detach(), self.chunk_size)
-        tokens = codebook[indices]                                  # differentiable w.r.t. W
-        loss = F.mse_loss(tokens, flat.detach()) + self.beta * F.mse_loss(flat, tokens.detach())
-        quantized = flat + (tokens - flat).detach()                 # straight-through
-        return quantized.view_as(z), indices.view(z.shape[:-1]), loss
+        self._check(z)
+        outs = []
+        for m, q in enumerate(self.members):
+            with self._own_random_numbers(m, z.device):
+                outs.append(q(z[m]))
+        quantized, indices, losses = zip(*outs)
+        return torch.stack(quantized), torch.stack(indices), torch.stack([loss.reshape(()) for loss in losses])
 
 
 def make_quantizer(name: str, codebook_size: int, token_dim: int, **kwargs) -> nn.Module:
-    """Build a quantizer by name: ``"ema"`` (EMA-VQ, the paper's) or ``"simvq"``."""
+    """Build a quantizer by name: ``"ema"`` (EMA-VQ, the paper's) or ``"simvq"``; ``seed`` a list: a group."""
     if name == "ema":
         return EMAQuantizer(codebook_size, token_dim, **kwargs)
     if name == "simvq":

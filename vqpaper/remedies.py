@@ -165,6 +165,25 @@ class LibraryVQ(nn.Module):
         )
         with Seeded(seed):
             self.vq = VectorQuantize(**self.library_kwargs)
+        # A host-side copy of the library's `initted` buffer: reading the buffer every step
+        # (bool(tensor)) would make the host wait for the device. Kept in step with it in
+        # init_codebook, after the first forward and when a state dict is loaded.
+        self._set_initialised(kmeans_init == "none")
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._set_initialised(
+            bool(module.vq._codebook.initted)))
+
+    def _set_initialised(self, done: bool):
+        """Record whether the codebook is initialised; once it is, skip the library's own check.
+
+        The library's codebook asks ``if self.initted`` (a device read) at every forward before
+        it would run its K-means; an instance attribute shadows that method with a no-op.
+        """
+        self._initialised = done
+        codebook = self.vq._codebook
+        if done:
+            codebook.init_embed_ = _library_already_initialised
+        else:
+            codebook.__dict__.pop("init_embed_", None)
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -182,9 +201,11 @@ class LibraryVQ(nn.Module):
             return None
         x = vectors.detach().reshape(1, -1, self.token_dim).to(self.vq.codebook.device).float()
         x = self.vq._codebook.transform_input(self.vq.project_in(x))
-        self.vq._codebook.initted.fill_(False)
+        codebook = self.vq._codebook
+        codebook.initted.fill_(False)
         with Seeded(self.seed):  # the library draws K-means' starting tokens from torch's generator
-            self.vq._codebook.init_embed_(x)
+            type(codebook).init_embed_(codebook, x)
+        self._set_initialised(True)
         return None
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
@@ -192,11 +213,18 @@ class LibraryVQ(nn.Module):
 
     def forward(self, z: torch.Tensor):
         _check_latents(z, self.token_dim)
-        if self.training and self.kmeans_init == "dataset" and not bool(self.vq._codebook.initted):
+        if self.training and self.kmeans_init == "dataset" and not self._initialised:
             raise ConfigError("kmeans_init='dataset' needs init_codebook(encoder outputs of the training set) "
                               "before training; train.py does this, or use kmeans_init='batch'")
         quantized, indices, loss = self.vq(z.reshape(1, -1, self.token_dim))
+        if not self._initialised:  # the library initialised its codebook in that call ("batch", or eval)
+            self._set_initialised(True)
         return quantized.view_as(z), indices.view(z.shape[:-1]).long(), loss
+
+
+def _library_already_initialised(*_args, **_kwargs):
+    """Stands in for the library codebook's ``init_embed_`` once it has run (see LibraryVQ._set_initialised)."""
+    return None
 
 
 class LibraryFSQ(nn.Module):

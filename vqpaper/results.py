@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import paths
+from .config import default_precision
 from .settings import settings
 
 
@@ -160,8 +161,9 @@ def environment(device: Any = None, executor: str | None = None) -> dict[str, An
     env.update({k: v for k, v in versions().items() if k in ("torch", "numpy")})
     # How the runs were executed: the encoder/decoder precision changes the numbers (bf16, tf32);
     # the executor does not (Ray tasks are bit-identical to in-process runs), it is recorded for
-    # the reader. The precision comes from the environment `vqpaper run/book` sets for the notebook.
-    env["precision"] = settings().precision or "float32"
+    # the reader. The precision comes from the environment `vqpaper run/book` sets for the notebook, else
+    # the device's default (config.default_precision).
+    env["precision"] = default_precision(device)
     env["executor"] = executor or "unknown"
     return env
 

@@ -1,6 +1,7 @@
 """The CPU kernel behind :func:`vqpaper.quantizers.nearest_token` (eq. 1), kept apart so the
 quantizers module reads like the paper. Same result as the plain tiled search: for each
-embedding the index of its nearest token, ties to the lowest index.
+embedding of each model the index of its nearest token of that model's codebook, ties to the
+lowest index.
 """
 from __future__ import annotations
 
@@ -15,51 +16,54 @@ CPU_K_BLOCK = 512
 
 
 def _row_min_first_index_(d: torch.Tensor, descending: torch.Tensor):
-    """``d.min(1)`` (row minima and the first index attaining each), computed in place on ``d``.
+    """``d.min(-1)`` (row minima and the first index attaining each), computed in place on ``d``.
 
     On CPU ``min(dim)`` with indices is a scalar loop, ~5x slower per element than the
     vectorised ``amin``. The first index of each row's minimum is recovered exactly from
     ``amin``: mark the entries equal to it (``eq_``), weight them by ``[w, w-1, ..., 1]`` and take
     the row maximum; the largest weight belongs to the first marked column. Overwrites ``d``.
     """
-    width = d.shape[1]
-    m = d.amin(1)
-    first = d.eq_(m[:, None]).mul_(descending[-width:]).amax(1)
+    width = d.shape[-1]
+    m = d.amin(-1)
+    first = d.eq_(m.unsqueeze(-1)).mul_(descending[-width:]).amax(-1)
     # a NaN row marks nothing: clamp keeps the index in range (such a row is garbage anyway)
     return m, (width - first).long().clamp_(0, width - 1)
 
 
 def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
-    """CPU path of :func:`nearest_token`: cache-sized tiles of at most ``tile`` elements.
+    """CPU path of :func:`nearest_token` for a group: ``z`` [M, N, D], ``codebook`` [M, K, D].
 
-    Rows are scanned block by block of codebook columns. Only rows whose minimum improves in
-    a block (few, after the first blocks) have their index recomputed, on a copy of just
-    those rows: at most two tile-sized temporaries at a time.
+    Tiles of at most ``tile`` elements *per model* (``M`` tiles at a time): a model's rows and
+    blocks are cut the same way whatever group it is in, so its indices do not depend on the
+    group. Rows are scanned block by block of codebook columns. Only rows whose minimum
+    improves in a block (few, after the first blocks) have their index recomputed, on a copy
+    of just those rows: at most two tile-sized temporaries per model at a time.
     """
-    n, k = z.shape[0], codebook.shape[0]
+    models, n, k = z.shape[0], z.shape[1], codebook.shape[1]
     k_block = min(k, CPU_K_BLOCK, tile)
     rows = max(1, min(n, tile // k_block))
-    t_sq = codebook.pow(2).sum(1)  # ||t_k||^2, [K]
-    codebook_t = codebook.t()
+    t_sq = codebook.pow(2).sum(-1, keepdim=True).transpose(1, 2)  # ||t_k||^2, [M, 1, K]
+    codebook_t = codebook.transpose(1, 2)                        # [M, D, K]
     descending = torch.arange(k_block, 0, -1, dtype=codebook.dtype)
-    indices = torch.empty(n, dtype=torch.long)
-    best = torch.empty(n, dtype=codebook.dtype)
+    indices = torch.empty(models, n, dtype=torch.long)
+    best = torch.empty(models, n, dtype=codebook.dtype)
     for r0 in range(0, n, rows):
-        zr = z[r0:r0 + rows]
+        zr = z[:, r0:r0 + rows]
         run_min, run_idx = None, None
         for k0 in range(0, k, k_block):
-            # ||t||^2 - 2 z.t for one tile of [rows, k_block]
-            d = torch.addmm(t_sq[k0:k0 + k_block], zr, codebook_t[:, k0:k0 + k_block], beta=1, alpha=-2)
+            # ||t||^2 - 2 z.t for one tile of [M, rows, k_block]
+            d = torch.baddbmm(t_sq[:, :, k0:k0 + k_block], zr, codebook_t[:, :, k0:k0 + k_block], beta=1, alpha=-2)
             if run_min is None:
                 run_min, run_idx = _row_min_first_index_(d, descending)
                 continue
-            m = d.amin(1)
+            m = d.amin(-1)
             # strict '<' keeps the earlier block on ties, like a plain argmin over all columns
-            better = (m < run_min).nonzero().squeeze(1)
+            better = (m < run_min).nonzero()  # [P, 2]: (model, row)
             if better.numel():
-                _, i = _row_min_first_index_(d.index_select(0, better), descending)
-                run_idx[better] = i + k0
-                run_min[better] = m[better]
-        indices[r0:r0 + rows] = run_idx
-        best[r0:r0 + rows] = run_min + zr.pow(2).sum(1)
+                which, row = better[:, 0], better[:, 1]
+                _, i = _row_min_first_index_(d[which, row], descending)
+                run_idx[which, row] = i + k0
+                run_min[which, row] = m[which, row]
+        indices[:, r0:r0 + rows] = run_idx
+        best[:, r0:r0 + rows] = run_min + zr.pow(2).sum(-1)
     return indices, best.clamp_min_(0)

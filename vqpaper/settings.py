@@ -14,7 +14,8 @@ variable                   meaning                                              
 ``VQPAPER_NO_CACHE``       ``1``/``true``/``yes``: compute every run, store nothing    ``sweeps``
 ``VQPAPER_CIFAR10``        CIFAR-10 ``.npz`` or torchvision folder                     ``data``
 ``VQPAPER_THREADS``        torch CPU threads per run (default 1)                       ``config``
-``VQPAPER_PRECISION``      ``float32``, ``tf32`` or ``bf16`` (default ``float32``)     ``train``, ``results``
+``VQPAPER_PRECISION``      ``float32``, ``tf32`` or ``bf16`` (default: tf32 on CUDA)   ``train``, ``results``
+``VQPAPER_COMPILE``        ``1``/``true``/``yes``: torch.compile encoder and decoder   ``train``
 ``VQPAPER_EXECUTOR``       ``auto``, ``local`` or ``ray``                              ``executors``
 ``RAY_ADDRESS``            an existing Ray cluster to send the runs to                 ``executors``
 ``VQPAPER_CPUS_PER_RUN``   CPUs a Ray task reserves                                    ``executors``
@@ -44,6 +45,7 @@ class Settings:
     cifar10: str = ""
     threads_text: str = ""
     precision: str = ""
+    compile_text: str = ""
     executor: str = ""
     ray_address: str = ""
     cpus_per_run: str = ""
@@ -53,6 +55,10 @@ class Settings:
     @property
     def no_cache(self) -> bool:
         return self.no_cache_text.lower() in ("1", "true", "yes")
+
+    @property
+    def compile(self) -> bool:
+        return self.compile_text.lower() in ("1", "true", "yes")
 
     @property
     def threads(self) -> Optional[int]:
@@ -71,6 +77,7 @@ class Settings:
 _VARIABLES = {"build": "VQPAPER_BUILD", "cache": "VQPAPER_CACHE", "stage": "VQPAPER_STAGE",
               "no_cache_text": "VQPAPER_NO_CACHE",
               "cifar10": CIFAR10, "threads_text": "VQPAPER_THREADS", "precision": "VQPAPER_PRECISION",
+              "compile_text": "VQPAPER_COMPILE",
               "executor": "VQPAPER_EXECUTOR", "ray_address": "RAY_ADDRESS",
               "cpus_per_run": "VQPAPER_CPUS_PER_RUN", "gpus_per_run": "VQPAPER_GPUS_PER_RUN",
               "notebook": "VQPAPER_NOTEBOOK"}

@@ -8,10 +8,13 @@ the runner, the data it saw and the source of the code that produced it
 loses nothing; change any parameter (or the code) and the key changes, so a stale result is
 never reused. :func:`clear_cache` removes the store.
 
-Where the points run is an executor's job (:mod:`vqpaper.executors`): in this process, one after
-another, or as Ray tasks collected as they finish. Either way this module stores each result
-the moment it arrives, so a killed driver loses only the points still running, and two sweeps
-writing the same key at once leave one complete entry (:func:`save_result`).
+The points not in the store train in groups (:func:`vqpaper.train.groups_of`): runs that differ
+only in their seeds train as one batched model (:func:`vqpaper.train.run_group`), and since a
+run's numbers do not depend on its group, each is stored under its own key as if it had trained
+alone. Where the groups run is an executor's job (:mod:`vqpaper.executors`): in this process, one
+after another, or as Ray tasks collected as they finish. Either way this module stores each
+result the moment its group returns, so a killed driver loses only the groups still running,
+and two sweeps writing the same key at once leave one complete entry (:func:`save_result`).
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ from .config import CifarRun, SyntheticRun
 from .executors import get_executor
 from .fingerprint import code_fingerprint
 from .settings import settings
-from .train import RunResult, default_precision, run_cifar, run_synthetic
+from .train import (RunResult, compile_enabled, default_precision, device_of, groups_of, run_cifar, run_group,
+                    run_synthetic)
 
 
 def data_fingerprint(data) -> Optional[dict]:
@@ -50,9 +54,14 @@ def data_fingerprint(data) -> Optional[dict]:
 
 
 def run_key(cfg, runner: str, data=None, precision: Optional[str] = None) -> str:
-    """Hash of everything that determines a run's result (``precision``: default_precision())."""
+    """Hash of everything that determines a run's result (``precision``: default_precision() of its device).
+
+    Not the group the run trained in: its numbers do not depend on it (vqpaper.train).
+    """
     payload = {"config": asdict(cfg), "runner": runner, "data": data_fingerprint(data), "code": code_fingerprint(),
-               "torch": torch.__version__, "precision": precision or default_precision()}
+               "torch": torch.__version__, "precision": precision or default_precision(device_of(cfg))}
+    if compile_enabled():
+        payload["compile"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -90,7 +99,7 @@ def save_result(result: RunResult, directory: Path):
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=directory.parent))
     try:
         meta = {"config": result.config, "history": result.history, "metrics": result.metrics,
-                "wall_time_s": result.wall_time_s}
+                "checkpoint": result.checkpoint, "wall_time_s": result.wall_time_s}
         (tmp / "result.json").write_text(json.dumps(meta, indent=1, default=float))
         np.savez_compressed(tmp / "arrays.npz", **result.arrays)
         if result.state_dict is not None:
@@ -118,7 +127,8 @@ def load_result(directory: Path, with_state: bool = False) -> RunResult:
         arrays = {k: f[k] for k in f.files}
     state = torch.load(directory / "model.pt", weights_only=True) if with_state and (directory / "model.pt").exists() \
         else None
-    return RunResult(meta["config"], meta["history"], arrays, meta["metrics"], meta["wall_time_s"], state)
+    return RunResult(meta["config"], meta["history"], arrays, meta["metrics"], meta["wall_time_s"], state,
+                     checkpoint=meta.get("checkpoint"))
 
 
 def _load_cached(directory: Path) -> RunResult:
@@ -131,21 +141,24 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
           desc: str = "sweep", executor=None, precision: Optional[str] = None) -> list[RunResult]:
     """Run every config (synthetic or CIFAR, chosen by its type); finished points come from the cache.
 
-    Every point not in the cache goes to ``executor`` (``"local"``, ``"ray"``, ``"auto"``, an
-    executor object, or ``None``: ``executors.default_executor()``, from ``VQPAPER_EXECUTOR`` and
-    ``RAY_ADDRESS``); each result is stored as soon as it arrives. Returns the results in the
-    order of ``configs``, whatever order they finished in; the same with either executor.
-    ``precision``: ``train.PRECISIONS``, default ``VQPAPER_PRECISION`` or float32.
+    The points not in the cache are grouped (:func:`vqpaper.train.groups_of`: same shape, data
+    size, schedule, quantizer, device and precision, at most ``train.MAX_GROUP`` runs) and every
+    group goes to ``executor`` (``"local"``, ``"ray"``, ``"auto"``, an executor object, or
+    ``None``: ``executors.default_executor()``, from ``VQPAPER_EXECUTOR`` and ``RAY_ADDRESS``) as
+    one task; each result is stored under its own key as soon as its group returns. Returns the
+    results in the order of ``configs``, whatever order they finished in; the same with either
+    executor and whatever the grouping. A run that diverged raises its TrainingDiverged once
+    the other runs of its group are stored. ``precision``: ``train.PRECISIONS``, default
+    ``VQPAPER_PRECISION``, else TF32 on CUDA and float32 on a CPU.
     """
     if use_cache is None:
         use_cache = use_cache_default()
-    precision = precision or default_precision()
     configs = list(configs)
-    tasks, results, directories, first_of = [], [None] * len(configs), [], {}
+    todo, results, directories, precisions, first_of = [], [None] * len(configs), [], [], {}
     duplicates = []  # (index, index of the same key's first occurrence)
     for i, cfg in enumerate(configs):
-        runner = runner_of(cfg)
-        directory = entry_folder(cfg, data, precision, cache_dir)
+        precisions.append(precision or default_precision(device_of(cfg)))
+        directory = entry_folder(cfg, data, precisions[i], cache_dir)
         directories.append(directory)
         if use_cache and (directory / "result.json").exists():
             results[i] = _load_cached(directory)
@@ -153,11 +166,15 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
             duplicates.append((i, first_of[directory]))  # computed once, then read back like a cached point
         else:
             first_of[directory] = i
-            tasks.append((i, cfg, runner))
+            todo.append(i)
+    tasks = []  # (indices, configs, runner, precision): one group each
+    for group in groups_of([configs[i] for i in todo], [precisions[i] for i in todo]):
+        indices = [todo[j] for j in group]
+        tasks.append((indices, [configs[i] for i in indices], run_group, precisions[indices[0]]))
     # One step per run (unit "run": vqpaper.progress tells this bar from a run's epoch bar); the
     # stored points count from the start (``initial``), so the ETA (smoothing=0: the mean over the
     # runs trained here) comes from the runs finished so far, not from cache reads that took no time.
-    bar = tqdm(total=len(configs), initial=len(configs) - len(tasks), desc=desc, unit="run", smoothing=0,
+    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, unit="run", smoothing=0,
                disable=not progress)
 
     def done(index: int, result: RunResult):
@@ -167,7 +184,7 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
         bar.update(1)
 
     try:
-        get_executor(executor).run(tasks, data, precision, done, progress=progress)
+        get_executor(executor).run(tasks, data, done, progress=progress)
     finally:
         bar.close()
     for i, first in duplicates:
