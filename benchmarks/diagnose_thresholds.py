@@ -25,27 +25,28 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from torch import nn  # noqa: E402
-
 from vqpaper import config, experiments as ex, models, train  # noqa: E402
 from vqpaper.diagnose import THRESHOLDS, Diagnosis, diagnose  # noqa: E402
 
 
 class CodeVQVAE(models.MLPVQVAE):
     """The synthetic VQ-VAE with a code of ``token_dim`` numbers per point (one latent vector),
-    fewer than the data's ``dim``: encoder dim -> H -> H -> token_dim, decoder token_dim -> 32 -> 32 -> dim."""
+    fewer than the data's ``dim``: encoder dim -> H -> H -> token_dim, decoder token_dim -> 32 -> 32 -> dim
+    (a group of models, as the trainer builds them; weights drawn from each model's seed)."""
 
-    def __init__(self, dim, token_dim=1, encoder_hidden=32, decoder_hidden=32, quantizer=None):
-        super().__init__(dim, token_dim, encoder_hidden, decoder_hidden, quantizer)
+    def __init__(self, dim, token_dim=1, encoder_hidden=32, decoder_hidden=32, quantizer=None, seeds=(0,)):
+        super().__init__(dim, token_dim, encoder_hidden, decoder_hidden, quantizer, seeds=seeds)
         self.n_latents = 1
-        self.encoder[-1] = nn.Linear(encoder_hidden, token_dim)
-        self.decoder[0] = nn.Linear(token_dim, decoder_hidden)
+        self.encoder[-1] = models.GroupLinear(self.models, encoder_hidden, token_dim)
+        self.decoder[0] = models.GroupLinear(self.models, token_dim, decoder_hidden)
+        models._init_from_seeds(self, self.seeds)
 
     def encode(self, x):
-        return self.encoder(x).view(x.shape[0], 1, self.token_dim)
+        self._check_input(x, (self.dim,), "data")
+        return self._mlp(self.encoder, x).view(self.models, x.shape[1], 1, self.token_dim)
 
     def decode(self, zq):
-        return self.decoder(zq.reshape(zq.shape[0], self.token_dim))
+        return self._mlp(self.decoder, zq.reshape(self.models, zq.shape[1], self.token_dim))
 
 
 def run_code(cfg: config.SyntheticRun) -> train.RunResult:

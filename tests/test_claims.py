@@ -339,15 +339,35 @@ def test_checkpoint_drift_rule():
     assert row["scale"] == "log" and "still drifting" in row["why"] and "75% of the final stage" in row["why"]
     falling = [_run(s, 40 + s, 60 + s) for s in range(3)]            # a metric falling is drifting too
     assert claims.metric_drift(falling, "perplexity")["converged"] is False
-    # each group on its own: a settled group does not hide a drifting one
+    # each group's own drift is recorded for the reader; a check is judged on its effect's drift (paired)
     c = claims.convergence(settled, drifting, metric="perplexity")
-    assert not c and "perplexity: still drifting" in c.reason and len(c.drift) == 2 and len(c.stages) == 6
-    assert claims.convergence(settled, settled, metric="perplexity").converged
+    assert len(c.drift) == 2 and len(c.stages) == 6 and [r["converged"] for r in c.drift] == [True, False]
     # absolute metrics on their own scale; a per-codebook delta from the runs' codebook size
     tokens = [_run(s, 30.0, 28.0, metric="min_tokens_per_cluster", codebook_size=1024) for s in range(3)]
     assert claims.metric_drift(tokens, "min_tokens_per_cluster")["converged"] is True     # 2 < 10.24
     tokens = [_run(s, 30.0, 28.0, metric="min_tokens_per_cluster", codebook_size=128) for s in range(3)]
     assert claims.metric_drift(tokens, "min_tokens_per_cluster")["converged"] is False    # 2 >= 1.28
+
+
+def test_a_check_whose_effect_still_moves_is_inconclusive_and_one_that_settled_is_decided():
+    better, worse = [10.0, 10.2, 9.9], [5.0, 5.1, 4.8]          # effect +5, tight
+    # the effect grew from +1 to +5 over the last quarter: one more quarter keeps it positive
+    grew = claims.paired("c", "s", better, worse, metric="usage", checkpoint=([6.0, 6.2, 5.9], worse))
+    assert grew.outcome == claims.HELD and grew.settled is True and grew.drift == pytest.approx(4.0)
+    # the effect shrank from +10 to +5: one more such quarter brings it to about 0, not decided
+    shrank = claims.paired("c", "s", better, worse, metric="usage", checkpoint=([15.0, 15.2, 14.9], worse))
+    assert shrank.outcome == claims.INCONCLUSIVE and shrank.settled is False and "still moving" in shrank.reason
+    assert shrank.drift == pytest.approx(-5.0)
+    # shrinking more slowly (from +9 to +5), it stays above zero after another quarter: decided
+    slower = claims.paired("c", "s", better, worse, metric="usage", checkpoint=([14.0, 14.2, 13.9], worse))
+    assert slower.outcome == claims.HELD and slower.settled is True
+    # a no-effect check that is drifting out of (-delta, delta)
+    same = [0.50, 0.51, 0.49]
+    out = claims.paired("c", "s", same, [0.50, 0.50, 0.50], metric="usage",
+                        checkpoint=([0.40, 0.41, 0.39], [0.50, 0.50, 0.50]))
+    assert out.outcome == claims.INCONCLUSIVE and out.settled is False
+    # without a checkpoint nothing is known about the drift
+    assert claims.paired("c", "s", better, worse, metric="usage").settled is None
 
 
 def test_without_a_checkpoint_the_loss_rule_alone_decides_and_says_so():

@@ -66,8 +66,21 @@ def paired_checks(results: Sequence, metric: str, *, better: dict, worse: dict, 
                           [float(r.metrics[metric]) for r in b], [float(r.metrics[metric]) for r in w],
                           higher_is_better=higher_is_better, converged=convergence(b, w, metric=metric),
                           setting=setting, metric=metric, labels=seeds,
-                          codebook_size=sizes.pop() if len(sizes) == 1 else None))
+                          codebook_size=sizes.pop() if len(sizes) == 1 else None,
+                          checkpoint=at_checkpoint(b, w, metric)))
     return out
+
+
+def at_checkpoint(better: Sequence, worse: Sequence, metric: str) -> Optional[tuple]:
+    """``(better, worse)`` values of ``metric`` at the runs' checkpoint (3/4 of the final stage), for
+    ``claims.paired(checkpoint=...)``; None when a run recorded none."""
+    values = []
+    for runs in (better, worse):
+        cps = [getattr(r, "checkpoint", None) for r in runs]
+        if not all(cp and metric in cp.get("metrics", {}) for cp in cps):
+            return None
+        values.append([float(cp["metrics"][metric]) for cp in cps])
+    return tuple(values)
 
 
 # ------------------------------------------------------------------ 01: Fig. 2
@@ -442,8 +455,8 @@ def remedy_families(runs: dict, collapse: str, baseline: str = BASELINE) -> list
 
     ``runs`` is ``{recipe: runs}`` (``experiments.remedy_runs``). Each family has one check per
     setting (data dimension or codebook size): the recipe's metric against the baseline's, seed
-    by seed; inconclusive when a run compared had not converged (``claims.converged``), as in
-    notebooks 02-05.
+    by seed; inconclusive when a run compared had not converged or the effect still moved
+    (``claims.convergence``, ``claims.settled``), as in notebooks 02-05.
     """
     if collapse not in COLLAPSES:
         raise ConfigError(f"collapse must be one of {list(COLLAPSES)}, got {collapse!r}")
@@ -463,14 +476,15 @@ def remedy_families(runs: dict, collapse: str, baseline: str = BASELINE) -> list
             if not pairs:
                 continue
             setting = spec["label"].format(value)
-            ok = all(converged(mine[k].history) and converged(base[k].history) for k in pairs)
+            b, w = [mine[k] for k in pairs], [base[k] for k in pairs]
             checks.append(paired(
                 claim_id(f"rem-{collapse}-{key(name)}-{setting}"),
                 f"{setting}: {label} {spec['what']}",
-                [float(mine[k].metrics[spec["metric"]]) for k in pairs],
-                [float(base[k].metrics[spec["metric"]]) for k in pairs], converged=ok, setting=setting,
+                [float(r.metrics[spec["metric"]]) for r in b], [float(r.metrics[spec["metric"]]) for r in w],
+                converged=convergence(b, w, metric=spec["metric"]), setting=setting,
                 metric=spec["metric"], labels=[k[1] for k in pairs],
-                codebook_size=mine[pairs[0]].config.get("codebook_size")))
+                codebook_size=mine[pairs[0]].config.get("codebook_size"),
+                checkpoint=at_checkpoint(b, w, spec["metric"])))
         if not checks:
             raise ConfigError(f"recipe {name!r} has no run that pairs with the baseline's for {collapse!r} "
                               f"(same {spec['over']} and seed)")
