@@ -187,6 +187,18 @@ def parameters_help(notebook: str) -> str:
     return "\n".join(lines)
 
 
+def run_help_epilog(argv: Sequence[str]) -> Optional[str]:
+    """``vqpaper run NB --help``: NB's parameters (:func:`parameters_help`) when NB is one of the book's
+    notebooks, else None (the plain help)."""
+    if len(argv) < 2 or argv[0] != "run" or not {"-h", "--help"} & set(argv):
+        return None
+    names = [a for a in argv[1:] if not a.startswith("-")]
+    try:
+        return parameters_help(names[0]) if names else None
+    except (RunnerError, KeyError):
+        return None
+
+
 def timeout_for(name: str, profile: str, override: Optional[float] = None) -> Optional[float]:
     """The notebook's wall-clock limit: ``override`` (0: none), else :data:`TIMEOUT_S`."""
     if override is not None:
