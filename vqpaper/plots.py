@@ -234,8 +234,13 @@ def _panels(panels, required, name="panels"):
     return panels
 
 
+#: A figure's default width in inches, at most: wider ones shrink to the page's column (about 7 inches
+#: at 1400 px) until their text is too small to read, so panels wrap onto more rows instead.
+MAX_WIDTH_IN = 11.0
+
+
 def _grid(n, ncols=None, width=3.6, height=3.0):
-    ncols = min(n, ncols or (n if n <= 4 else 3))
+    ncols = min(n, ncols or max(1, int(MAX_WIDTH_IN // width)))
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
                              layout="constrained")
