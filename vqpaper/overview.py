@@ -28,6 +28,9 @@ from typing import Any, Iterable, Optional
 from .results import load_results
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
+#: Between the parts of one number ("[0.1, 0.5]", "n = 3"): a narrow column breaks a line between
+#: numbers, never inside one.
+NBSP = "\u00a0"
 #: Outcomes in the order the count and the tables give them (an unknown outcome comes last, as recorded).
 OUTCOME_ORDER = (HELD, NOT_HELD, INCONCLUSIVE)
 #: What the page reads from each family and each check; absent ones are reported by missing_fields.
@@ -106,7 +109,7 @@ def interval_text(check: dict) -> str:
     if low is None or high is None:
         return "no interval"
     scale = str(check.get("scale", "absolute"))
-    return f"[{_scaled(low, scale, signed=False)}, {_scaled(high, scale, signed=False)}]"
+    return f"[{_scaled(low, scale, signed=False)},{NBSP}{_scaled(high, scale, signed=False)}]"
 
 
 def _needed(check: dict, key: str) -> str:
@@ -116,7 +119,7 @@ def _needed(check: dict, key: str) -> str:
     n = check.get(key)
     if n is not None:
         return str(n)
-    return "unknown (one pair: no spread)" if _number(check.get("sd")) is None else "> 1000"
+    return "unknown" if _number(check.get("sd")) is None else "> 1000"
 
 
 def _undecided(family: dict) -> list[dict]:
@@ -140,7 +143,12 @@ def what_would_decide(family: dict) -> str:
     parts = []
     for c in _undecided(family):
         setting = c.get("setting") or c.get("id", "?")
-        if NOT_CONVERGED in str(c.get("reason", "")):
+        longer = NOT_CONVERGED in str(c.get("reason", ""))
+        one_pair = "sd" in c and _number(c.get("sd")) is None
+        if one_pair:  # no spread to plan with: a second pair first
+            parts.append(f"{setting}: {'longer training and ' if longer else ''}two or more seeds (one pair has no "
+                         "spread to plan with)")
+        elif longer:
             parts.append(f"{setting}: longer training")
         elif "n_80" in c:
             parts.append(f"{setting}: n = {_needed(c, 'n_80')} (80% power), {_needed(c, 'n_95')} (95%)")
@@ -172,7 +180,7 @@ def overview_rows(found: Iterable[dict]) -> list[dict]:
     for f in found:
         checks = list(f.get("checks", {}).values())
         effects = [(f"{c['setting']}: " if len(checks) > 1 and c.get("setting") else "")
-                   + f"{effect_text(c)} {interval_text(c)}" + (f", n = {c['n']}" if c.get("n") is not None else "")
+                   + f"{effect_text(c)} {interval_text(c)}" + (f", n{NBSP}={NBSP}{c['n']}" if c.get("n") is not None else "")
                    for c in checks]
         undecided = f.get("outcome") == INCONCLUSIVE
         rows.append({"id": f.get("id", "?"), "claim": f.get("quote") or f.get("paper") or f.get("id", "?"),
@@ -184,13 +192,13 @@ def overview_rows(found: Iterable[dict]) -> list[dict]:
 
 
 def power_rows(found: Iterable[dict]) -> list[dict]:
-    """One row per check: claim (family id), setting, outcome, effect, interval, sd, n, n for 80% and 95%."""
+    """One row per check: claim (family id), setting, outcome, effect [interval], sd, n, n for 80% and 95%."""
     rows = []
     for f in found:
         for c in f.get("checks", {}).values():
             sd = _number(c.get("sd"))
             rows.append({"claim": f.get("id", "?"), "setting": c.get("setting") or c.get("id", "?"),
-                         "outcome": c.get("outcome", "?"), "effect": effect_text(c), "interval": interval_text(c),
+                         "outcome": c.get("outcome", "?"), "effect [95% interval]": f"{effect_text(c)} {interval_text(c)}",
                          "sd": "not recorded" if "sd" not in c else (f"{sd:.3g}" if sd is not None else "unknown"),
                          "n": c.get("n", "?"), "n for 80%": _needed(c, "n_80"), "n for 95%": _needed(c, "n_95")})
     return rows

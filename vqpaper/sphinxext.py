@@ -251,13 +251,13 @@ def _claims_directive():
                     rows.append(Span(text))
                     classes.append([_outcome_class(r["outcome"]), "vqpaper-why"])
             return _table(["claim", "source", "outcome", "effect [95% interval], pairs"], rows,
-                          (7, 2, 2, 6), ["vqpaper-claims"], classes)
+                          (5, 2, 2, 5), ["vqpaper-claims"], classes)
 
         def power(self, found):
             rows = overview.power_rows(found)
             columns = list(rows[0])
             body = [[nodes.literal(text=r["claim"]) if c == "claim" else r[c] for c in columns] for r in rows]
-            return _table(columns, body, (4, 3, 2, 2, 3, 2, 1, 2, 2), ["vqpaper-power"],
+            return _table(columns, body, (4, 3, 2, 4, 2, 1, 2, 2), ["vqpaper-power"],
                           [[_outcome_class(r["outcome"])] for r in rows])
 
         def missing(self, found):
