@@ -345,8 +345,8 @@ def test_book_config_builds_with_warnings_as_errors(tmp_path, monkeypatch):
     assert "1 of 2 claims of the paper held, 0 not held, 1 inconclusive." in summary
     assert '<tr class="vqpaper-held' in summary and '<tr class="vqpaper-inconclusive' in summary
     assert "vqpaper-power" in summary and "Every notebook ran with the parameters of the ci profile" in summary
-    links = re.findall(r'href="([^"]+)"[^>]*>(JSON|CSV)</a>', page)
-    assert [label for _, label in links] == ["JSON", "CSV"], links
+    links = re.findall(r'href="([^"]+)"[^>]*>(JSON|CSV|PNG)</a>', page)
+    assert [label for _, label in links] == ["JSON", "CSV"], links  # no PNG was saved for it
     for href, _ in links:
         assert (html / "notebooks" / href).resolve().is_file(), href
     assert "fig-book-test" in (html / "provenance.html").read_text()

@@ -200,7 +200,8 @@ def test_a_figure_links_its_own_results_or_its_groups(tmp_path, monkeypatch):
     for name in ("fig-remedies-diagnosis.json", "fig-remedies-heatmap.json"):
         (tmp_path / "results" / name).write_text("{}")
     (tmp_path / "figures" / "fig-remedies-heatmap.csv").write_text("a\n1\n")
-    assert sphinxext.figure_data_files("fig-remedies-heatmap") == {
+    (tmp_path / "figures" / "fig-remedies-heatmap.png").write_bytes(b"png")
+    assert sphinxext.figure_data_files("fig-remedies-heatmap") == {"PNG": tmp_path / "figures" / "fig-remedies-heatmap.png",
         "JSON": tmp_path / "results" / "fig-remedies-heatmap.json", "CSV": tmp_path / "figures" / "fig-remedies-heatmap.csv"}
     assert sphinxext.figure_data_files("fig-remedies-diagnosis-scratch") == {
         "JSON": tmp_path / "results" / "fig-remedies-diagnosis.json"}
@@ -241,9 +242,9 @@ def test_each_figure_appears_once_and_links_its_data(site):
         figures = re.findall(r'<figure[^>]*id="(fig-[a-z0-9-]+)".*?</figure>', text, flags=re.S)
         blocks = re.findall(r'<figure[^>]*id="fig-[a-z0-9-]+".*?</figure>', text, flags=re.S)
         for figure_id, block in zip(figures, blocks):
-            links = dict(re.findall(r'<a class="[^"]*vqpaper-data-link[^"]*" href="([^"]+)"[^>]*>(JSON|CSV)</a>',
+            links = dict(re.findall(r'<a class="[^"]*vqpaper-data-link[^"]*" href="([^"]+)"[^>]*>(JSON|CSV|PNG)</a>',
                                     block))
-            assert sorted(links.values()) == ["CSV", "JSON"], f"{page.name}: {figure_id} does not link its data"
+            assert sorted(links.values()) == ["CSV", "JSON", "PNG"], f"{page.name}: {figure_id} does not link its data"
             for href in links:
                 target = (page.parent / href).resolve()
                 assert target.is_file() and target.is_relative_to(site / "_static" / "data"), (figure_id, href)

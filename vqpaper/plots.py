@@ -107,9 +107,11 @@ DRAWERS: dict[str, Callable[..., Figure]] = {}
 _ATTRIBUTE = "vqpaper_plot_data"  # where a Figure carries its PlotData
 
 
-def _drawer(kind: str):
+def _drawer(kind: str, styled: bool = True):
+    """Register ``func`` as the drawing of ``kind`` (in the book's style unless ``styled=False``: a heat map
+    or a report that draws its own cells and grid)."""
     def register(func):
-        DRAWERS[kind] = _styled(func)
+        DRAWERS[kind] = _styled(func) if styled else func
         return DRAWERS[kind]
 
     return register
@@ -802,7 +804,7 @@ def _flag(v) -> bool:
     return str(v).strip().lower() in ("true", "1", "1.0")
 
 
-@_drawer("remedy_heatmap")
+@_drawer("remedy_heatmap", styled=False)
 def draw_remedy_heatmap(frame, clip=1.0, suptitle=None):
     grid = frame.to_dict("records")
     for g in grid:
@@ -892,7 +894,7 @@ def plot_diagnosis(embeddings, codebook, indices, labels=None, title="VQ collaps
     return _draw("diagnosis", _frame(rows, DIAGNOSIS_COLUMNS), title=title, projection=projection)
 
 
-@_drawer("diagnosis")
+@_drawer("diagnosis", styled=False)
 def draw_diagnosis(frame, title="VQ collapse report", projection="PCA"):
     panels = dict(_by_panel(frame))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6))

@@ -291,10 +291,12 @@ def _claims_directive():
 # ------------------------------------------------------------------ the data behind each figure
 
 def figure_data_files(figure_id: str) -> dict[str, Path]:
-    """The data files of a figure in the build: ``{"JSON": results, "CSV": what it plots}`` (those that exist).
+    """The files of a figure in the build: ``{"JSON": results, "CSV": what it plots, "PNG": the image at
+    full size}`` (those that exist).
 
     The JSON is the figure's own results file, or that of the group it belongs to (the longest
     recorded id that the figure id extends: ``fig-remedies-diagnosis`` for ``fig-remedies-diagnosis-scratch``).
+    The PNG is there for a figure too wide to read in the page's column (notebook 06's heat map).
     """
     found = {}
     parts = figure_id.split("-")
@@ -303,9 +305,10 @@ def figure_data_files(figure_id: str) -> dict[str, Path]:
         if candidate.is_file():
             found["JSON"] = candidate
             break
-    csv = paths.FIGURES / f"{figure_id}.csv"
-    if csv.is_file():
-        found["CSV"] = csv
+    for label, suffix in (("CSV", "csv"), ("PNG", "png")):
+        path = paths.FIGURES / f"{figure_id}.{suffix}"
+        if path.is_file():
+            found[label] = path
     return found
 
 
@@ -322,13 +325,22 @@ def _link_figure_data(app, doctree, docname):
         files = figure_data_files(ids[0]) if ids and captions else {}
         if not files:
             continue
-        links = nodes.inline(classes=["vqpaper-data"])
-        links += nodes.Text(" Data: ")
-        for i, (label, path) in enumerate(files.items()):
-            if i:
-                links += nodes.Text(", ")
+        def link(label, path):
             uri = posixpath.relpath(f"{DATA_DIR}/{path.name}", here or ".")
-            links += nodes.reference("", label, refuri=uri, internal=False, classes=["vqpaper-data-link"])
+            return nodes.reference("", label, refuri=uri, internal=False, classes=["vqpaper-data-link"])
+
+        links = nodes.inline(classes=["vqpaper-data"])
+        data = [label for label in ("JSON", "CSV") if label in files]
+        if data:
+            links += nodes.Text(" Data: ")
+            for i, label in enumerate(data):
+                links += [nodes.Text(", ")] if i else []
+                links += link(label, files[label])
+            links += nodes.Text(".")
+        if "PNG" in files:
+            links += nodes.Text(" Full size: ")
+            links += link("PNG", files["PNG"])
+            links += nodes.Text(".")
         captions[0] += links
 
 
@@ -338,8 +350,8 @@ def _copy_figure_data(app, exception):
         return
     out = Path(app.outdir) / DATA_DIR
     out.mkdir(parents=True, exist_ok=True)
-    sources = list(paths.RESULTS.glob("fig-*.json")) + list(paths.FIGURES.glob("fig-*.csv")) \
-        + list(paths.FIGURES.glob("fig-*.plot.json"))
+    sources = list(paths.RESULTS.glob("fig-*.json")) + [
+        path for pattern in ("fig-*.csv", "fig-*.plot.json", "fig-*.png") for path in paths.FIGURES.glob(pattern)]
     for path in sources:
         shutil.copyfile(path, out / path.name)
 
