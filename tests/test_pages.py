@@ -12,9 +12,9 @@ from __future__ import annotations
 import html as _html
 import importlib.util
 import json
-import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,7 +86,7 @@ def _install(monkeypatch, tmp_path, repository, installed, env=None):
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the cell inserts the checkout
     exec(compile(source, "install cell", "exec"), {})
     return calls
 
@@ -210,20 +210,7 @@ def test_a_figure_links_its_own_results_or_its_groups(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ the built site
 
-@pytest.fixture(scope="module")
-def site(request) -> Path:
-    """``_build/html`` of a built book (the session's, else one already built); skips without one."""
-    override = os.environ.get("VQPAPER_SITE")
-    if override:
-        html = Path(override).resolve()
-    else:
-        try:
-            html = Path(request.getfixturevalue("built_book"))
-        except pytest.FixtureLookupError:
-            html = REPO / "_build" / "html"
-    if not (html / "index.html").is_file():
-        pytest.skip(f"no built book: {html / 'index.html'} does not exist (build it with `vqpaper book`)")
-    return html
+# ``site``: the built book (tests/conftest.py); without one these tests skip.
 
 
 def _notebook_pages(site):
