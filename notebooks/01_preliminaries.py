@@ -27,7 +27,7 @@
 # remedy: the outputs of an *untrained* encoder, from which the tokens are usually initialised,
 # occupy a much narrower range than those of a trained one.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "ci"          # ci is minutes on a laptop CPU and paper uses the paper epochs
 seeds = None            # list of model seeds and None means the seeds of the profile
 dim = None              # dimension of the synthetic data
@@ -279,11 +279,11 @@ usage_demo.round(3)
 # that look at *where* the tokens sit (allocation over clusters, peaks, coverage).
 
 # %% [markdown]
-# ## 6. Fig. 2: what the tokens are initialised from
+# ## 6. What the tokens are initialised from
 #
 # The paper explains tokens collapse by the embeddings that K-means sees at initialisation: an
 # untrained encoder maps most inputs to similar outputs, so the tokens start bunched in a small
-# interval. In its Fig. 2 the untrained encoder's outputs lie between about −0.1 and 0.2 and
+# interval. In the paper's Fig. 2 the untrained encoder's outputs lie between about −0.1 and 0.2 and
 # show 5 peaks, while the trained encoder's outputs are spread out and show 10 peaks, one per
 # cluster of the input.
 #
@@ -321,8 +321,8 @@ assert np.allclose(ex.select(runs, method="scratch", seed=cfg.seeds[0])[0].array
 # fail. So each coordinate of the encoder outputs is compared with the *same coordinate of the
 # input*, and the pairs are seeds × coordinates. The encoder mixes the input's coordinates, so
 # the two are different 1-D views of the same points, not the same axis; what the comparison asks
-# is whether a view through the encoder shows the modes a plain view of the input shows. Fig. 2's
-# two sentences become two checks that can each go either way:
+# is whether a view through the encoder shows the modes a plain view of the input shows. The two
+# sentences of the paper's Fig. 2 become two checks that can each go either way:
 #
 # * (a) the untrained encoder's outputs show **fewer** peaks than the input's coordinate;
 # * (b) the trained encoder's outputs show **at least as many** peaks as the input's coordinate
@@ -347,7 +347,7 @@ book.figure(fig, "fig-encoder-outputs")
 # ```{glue:figure} fig-encoder-outputs
 # :name: fig-encoder-outputs
 #
-# Histograms of the encoder outputs on the 10-cluster data (paper Fig. 2), one row per seed: each
+# Histograms of the encoder outputs on the 10-cluster data (the paper's Fig. 2), one row per seed: each
 # coordinate of the untrained encoder's outputs, then of the trained encoder's (after autoencoder
 # pretraining). The black curve is a Gaussian kernel density estimate, the dashed lines its peaks;
 # each title gives the input's peak count for the same coordinate, and the range and peak count

@@ -27,13 +27,13 @@
 # `vqpaper.metrics`.
 #
 # **Set-up.** Data: `make_blobs` with 10 clusters of equal size, standardised. Model: encoder
-# MLP $d \to 32 \to 32 \to d$, its output split into $d/\text{token\_dim}$ latent vectors that
+# MLP $d \to 32 \to 32 \to d$, its output split into $d/\mathrm{token\_dim}$ latent vectors that
 # share one codebook of 128 tokens; decoder $d \to 32 \to 32 \to d$; AdamW, learning rate
 # $10^{-3}$, batch 256, $\beta = 0.25$, EMA decay 0.9, K-means initialisation on the encoder
 # outputs of the whole training set. This is our reading of the paper's §5.2, which names the
 # layer count and widths but not every detail.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "ci"          # "ci" (minutes on a laptop CPU) or "paper" (the paper's epochs)
 seeds = None            # list of model seeds, None means the seeds of the profile
 dims = None             # list of data dimensions
@@ -67,9 +67,9 @@ METRICS = ["perplexity", "usage", "alloc_entropy", "min_tokens_per_cluster", "co
 ex.summary_frame(table, ["dim", "method"], METRICS)
 
 # %% [markdown]
-# ## Fig. 3: embeddings and tokens, data and reconstructions
+# ## Embeddings and tokens, data and reconstructions
 #
-# For each dimension, the left panel of a pair is the VQ-VAE trained from scratch and the right
+# What the paper shows in its Fig. 3. For each dimension, the left panel of a pair is the VQ-VAE trained from scratch and the right
 # one the pretrained-then-fine-tuned model (first seed). The histograms show the encoder
 # outputs (embeddings) against the positions of the tokens; the scatter plots show data and
 # reconstructions (for 3-D and 8-D, on the data's first two principal components).
@@ -92,13 +92,14 @@ book.figure(fig, "fig-tokens-collapse-synthetic-reconstructions")
 # :name: fig-tokens-collapse-synthetic-histograms
 #
 # Embeddings (encoder outputs) and tokens after training, from scratch (left) and with
-# pretraining (right), for 2-, 3- and 8-dimensional data (paper Fig. 3 a–f).
+# pretraining (right), for 2-, 3- and 8-dimensional data (the paper's Fig. 3 a–f).
 # ```
 #
 # ```{glue:figure} fig-tokens-collapse-synthetic-reconstructions
 # :name: fig-tokens-collapse-synthetic-reconstructions
 #
-# Data and reconstructions for the same runs as {numref}`fig-tokens-collapse-synthetic-histograms`.
+# Data and reconstructions for the same runs as {numref}`fig-tokens-collapse-synthetic-histograms`
+# (the reconstructions of the paper's Fig. 3 a–f).
 # ```
 
 # %% [markdown]

@@ -41,7 +41,7 @@
 # the largest codebooks the test split has fewer latents than there are tokens, which would
 # cap both.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "ci"            # "ci" for minutes on a laptop CPU or "paper" for the paper settings
 codebook_sizes = None     # list of codebook sizes K to sweep, None means the sizes of the profile
 token_dim = None          # dimension of a token and of a latent vector
@@ -87,9 +87,9 @@ METRICS = ["test_mse", "test_mse_normalised", "perplexity", "usage", "codes_used
 ex.summary_frame(table, ["codebook_size", "method"], METRICS)
 
 # %% [markdown]
-# ## Fig. 4: test MSE and perplexity against the codebook size
+# ## Test MSE and perplexity against the codebook size
 #
-# Data of every run in this notebook: {glue:text}`tcc.data`.
+# What the paper shows in its Fig. 4. Data of every run in this notebook: {glue:text}`tcc.data`.
 
 # %%
 fig = plots.plot_sweep(table, x="codebook_size", ys=["test_mse", "perplexity", "usage"], hue="method",
@@ -111,8 +111,8 @@ book.glue_means("tcc.largest", {m: agg[f"{max(cfg.codebook_sizes)}/{m}"] for m i
 # :name: fig-tokens-collapse-cifar10
 #
 # Test MSE (left), perplexity (middle, log scale) and usage (right) against the codebook
-# size, for the VQ-VAE trained from scratch and the pretrained-then-fine-tuned one (paper
-# Fig. 4). Perplexity and usage are over the {glue:text}`tcc.n_train` training images, the MSE
+# size, for the VQ-VAE trained from scratch and the pretrained-then-fine-tuned one (the
+# paper's Fig. 4). Perplexity and usage are over the {glue:text}`tcc.n_train` training images, the MSE
 # over the {glue:text}`tcc.n_test` test images. Data: {glue:text}`tcc.data`.
 # ```
 

@@ -45,7 +45,7 @@
 # reconstructions divided by that cluster's data variance (0 when a whole cluster is
 # reconstructed as one point).
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "ci"               # "ci" for minutes on a laptop CPU or "paper" for the paper settings
 dims = None                  # list of data dimensions, None means the dimensions of the profile
 token_dims = None            # token dimension for each data dimension
@@ -90,9 +90,9 @@ METRICS = ["participation_ratio", "coverage", "precision", "mse", "sliced_wasser
 ex.summary_frame(table + pre_table, ["dim", "model"], METRICS)
 
 # %% [markdown]
-# ## Fig. 5: embeddings, tokens and reconstructions
+# ## Embeddings, tokens and reconstructions
 #
-# For each dimension, the narrowest encoder (left) against the widest (right), trained from
+# What the paper shows in its Fig. 5. For each dimension, the narrowest encoder (left) against the widest (right), trained from
 # scratch as in the paper (first seed). Histograms: encoder outputs (grey) against the
 # tokens (red; unused tokens dashed blue). Scatter plots: data coloured by cluster and the
 # reconstructions (for 3-D and 8-D, on the data's first two principal components).
@@ -123,7 +123,7 @@ book.glue_text("ec.h_hi", h_hi)
 # :name: fig-embeddings-collapse-synthetic
 #
 # Embeddings and tokens of VQ-VAEs trained from scratch with encoder hidden size
-# {glue:text}`ec.h_lo` (left) and {glue:text}`ec.h_hi` (right), first seed (paper Fig. 5, top).
+# {glue:text}`ec.h_lo` (left) and {glue:text}`ec.h_hi` (right), first seed (the paper's Fig. 5, top).
 # In 8-D (token dimension 4) every coordinate of every latent vector is one value of the
 # histogram.
 # ```
@@ -131,8 +131,8 @@ book.glue_text("ec.h_hi", h_hi)
 # ```{glue:figure} fig-embeddings-collapse-synthetic-reconstructions
 # :name: fig-embeddings-collapse-synthetic-reconstructions
 #
-# Data and reconstructions of the runs of {numref}`fig-embeddings-collapse-synthetic` (paper
-# Fig. 5, bottom).
+# Data and reconstructions of the runs of {numref}`fig-embeddings-collapse-synthetic` (the
+# paper's Fig. 5, bottom).
 # ```
 
 # %% [markdown]
@@ -185,7 +185,9 @@ book.glue_table("ec.pretrained.summary", ex.summary_frame(pre_table, ["dim", "en
 # ```
 
 # %% [markdown]
-# ## Fig. 6: CIFAR-10 with narrower and narrower encoders
+# ## CIFAR-10 with narrower and narrower encoders
+#
+# The paper's Fig. 6 on our CIFAR-10 runs.
 
 # %%
 data = ex.load_cifar(cfg)
@@ -217,7 +219,7 @@ book.glue_text("ec.cifar.narrowest.test_mse", f"{cifar_agg[str(widths[-1])]['tes
 #
 # CIFAR-10: test MSE (left), perplexity over the training images (middle) and participation
 # ratio of the test embeddings (right) against the number of encoder channels; the decoder
-# keeps {glue:text}`ec.cifar.decoder_channels` channels (paper Fig. 6). Data:
+# keeps {glue:text}`ec.cifar.decoder_channels` channels (the paper's Fig. 6). Data:
 # {glue:text}`ec.data`.
 # ```
 #

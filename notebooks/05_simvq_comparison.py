@@ -48,7 +48,7 @@
 # training images than notebook 03's, to fit the time budget (the data actually used is
 # stated below). SimVQ always trains for the whole budget, as EMA scratch does.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "ci"               # "ci" for minutes on a laptop CPU or "paper" for the paper settings
 seeds = None                 # list of model seeds for the synthetic runs, None means the seeds of the profile
 dims = None                  # list of data dimensions

@@ -40,7 +40,7 @@
 # notebooks 02–04, at the epochs of the parameters below. How many codes FSQ has and how many
 # dimensions the l2 codes have is stated with the numbers.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "ci"               # "ci" for minutes on a laptop CPU or "paper" for the paper settings
 remedies = None              # list of recipes, e.g. ["ema", "pretrained", "restart", "pretrained+restart"]; must hold "ema"
 dims = None                  # list of data dimensions of the tokens-collapse runs

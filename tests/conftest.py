@@ -118,3 +118,14 @@ def built_book(executed_book):
         pytest.fail("`vqpaper book --profile ci` failed:\n" + executed_book["stdout"][-3000:]
                     + executed_book["stderr"][-3000:])
     return html
+
+
+@pytest.fixture(scope="session")
+def site(request) -> Path:
+    """``_build/html`` of a built book for the site's checks (tests/test_browser.py, tests/test_pages.py):
+    ``VQPAPER_SITE`` when set, else the session's book (``built_book``); skips when there is none."""
+    override = os.environ.get("VQPAPER_SITE")
+    html = Path(override).resolve() if override else Path(request.getfixturevalue("built_book"))
+    if not (html / "index.html").is_file():
+        pytest.skip(f"no built book: {html / 'index.html'} does not exist (build it with `vqpaper book`)")
+    return html

@@ -45,20 +45,7 @@ CHROMIUM_FLAGS = [
 
 # ---------------------------------------------------------------------------- the site
 
-@pytest.fixture(scope="module")
-def site(request) -> Path:
-    """``_build/html`` of a built book; skips with the reason when there is none."""
-    override = os.environ.get("VQPAPER_SITE")
-    if override:
-        html = Path(override).resolve()
-    else:
-        try:
-            html = Path(request.getfixturevalue("built_book"))
-        except pytest.FixtureLookupError:  # no conftest fixture: use whatever was built
-            html = REPO / "_build" / "html"
-    if not (html / "index.html").is_file():
-        pytest.skip(f"no built book: {html / 'index.html'} does not exist (build it with `vqpaper book`)")
-    return html
+# ``site``: the built book (tests/conftest.py).
 
 
 @pytest.fixture(scope="module")

@@ -291,7 +291,7 @@ def test_book_config_builds_with_warnings_as_errors(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vqpaper import book, results
+    from vqpaper import book, plots, results
 
     fig, ax = plt.subplots(figsize=(2, 1.5))
     ax.plot([0, 1], [1, 0])
@@ -305,6 +305,18 @@ def test_book_config_builds_with_warnings_as_errors(tmp_path, monkeypatch):
         nbformat.write(_fake_executed_notebook(name, figure_id, png), build / "executed" / f"{name}.ipynb")
     results.record("fig-book-test", {"v": 1.0}, notebook=names[0], params={"a": 1},
                    profile="ci", directory=build / "results")
+    # the data behind one figure (its caption links them) and recorded claims (the results page's tables)
+    shown = "fig-" + names[1][3:].replace("_", "-")
+    results.record(shown, {"v": 2.0}, notebook=names[1], params={}, profile="ci", directory=build / "results")
+    plots.save_data(plots.plot_sweep([{"k": k, "mse": 1 / k} for k in (2, 4)], x="k", ys="mse"), shown,
+                    directory=build / "figures")
+    check = {"id": "c", "setting": "2-D", "outcome": "held", "reason": "r", "effect": 0.5, "low": 0.2, "high": 0.8,
+             "n": 3, "sd": 0.1, "n_80": 3, "n_95": 4, "decision": "positive"}
+    claims = {fid: {"id": fid, "source": source, "paper": "a claim", "outcome": outcome, "verdict": outcome,
+                    "checks": {f"{fid}-c": {**check, "id": f"{fid}-c", "outcome": outcome}}}
+              for fid, source, outcome in (("p-one", "§3.1.1, Fig. 3", "held"),
+                                           ("p-two", "§3.2", "inconclusive"), ("q", "companion question", "held"))}
+    results.record("fig-book-claims", claims, notebook=names[1], params={}, profile="ci", directory=build / "results")
     def source_tree():
         return sorted(p.name for p in paths.ROOT.iterdir()) + sorted(str(p) for p in (paths.ROOT / "book").rglob("*"))
 
@@ -317,7 +329,9 @@ def test_book_config_builds_with_warnings_as_errors(tmp_path, monkeypatch):
         site = real_stage(build_, overrides)
         (site / "book" / "results.md").write_text(
             f"# Results\n\nScore {{glue:text}}`notebooks/{names[1]}.ipynb::score:s`, "
-            f"see {{numref}}`fig-{names[1][3:].replace('_', '-')}`.\n")
+            f"see {{numref}}`fig-{names[1][3:].replace('_', '-')}`.\n\n"
+            + "".join(f"```{{vqpaper-claims}}\n:show: {show}\n```\n\n" for show in ("count", "overview", "power",
+                                                                                  "parameters")))
         return site
 
     monkeypatch.setattr(runner, "stage_site", stage)
@@ -328,6 +342,13 @@ def test_book_config_builds_with_warnings_as_errors(tmp_path, monkeypatch):
     assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr" not in page
     summary = (html / "results.html").read_text()
     assert "0.981" in summary and "Fig. 2" in summary
+    assert "1 of 2 claims of the paper held, 0 not held, 1 inconclusive." in summary
+    assert '<tr class="vqpaper-held' in summary and '<tr class="vqpaper-inconclusive' in summary
+    assert "vqpaper-power" in summary and "Every notebook ran with the parameters of the ci profile" in summary
+    links = re.findall(r'href="([^"]+)"[^>]*>(JSON|CSV|PNG)</a>', page)
+    assert [label for _, label in links] == ["JSON", "CSV"], links  # no PNG was saved for it
+    for href, _ in links:
+        assert (html / "notebooks" / href).resolve().is_file(), href
     assert "fig-book-test" in (html / "provenance.html").read_text()
     assert source_tree() == source_before, "the build wrote into the source tree"
 
@@ -362,7 +383,7 @@ def test_run_prints_progress_with_an_eta(tmp_path):
                     "--progress-every", "0"], tmp_path / "build", timeout=280)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("01_preliminaries | ")]
-    pattern = r"\| Fig\. 2 runs: run \d/4 \| ETA \d+:\d\d \| .* epoch \d+/\d+ \| 6\. Fig\. 2"
+    pattern = r"\| Fig\. 2 runs: run \d/4 \| ETA \d+:\d\d \| .* epoch \d+/\d+ \| 6\. What the tokens"
     assert any(re.search(pattern, line) for line in lines), proc.stdout[-3000:]
     assert any("Fig. 2 runs: run 4/4 done" in line for line in lines)
     log = (tmp_path / "build" / "logs" / "01_preliminaries.log").read_text()

@@ -76,7 +76,7 @@ def test_a_single_seed_is_tabled_with_an_unknown_spread():
     s = ex.summary(rows, ["k", "m"], ["mse"])
     assert s["16/a"]["mse"]["std"] is None and s["32/a"]["mse"]["std"] > 0
     frame = ex.summary_frame(rows, ["k", "m"], ["mse"])
-    assert list(frame["mse"]) == ["0.25 (sd unknown, 1 seed)", "0.625 ± 0.18"]
+    assert list(frame["mse"]) == ["0.25 (sd unknown, 1 seed)", "0.625\u202f±\u202f0.18"]  # one unit: never split
 
 
 def test_record_writes_the_notebook_s_provenance(tmp_path, monkeypatch):

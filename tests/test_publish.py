@@ -361,6 +361,7 @@ def _tiny_book(root: Path, overrides: dict) -> Path:
     (root / "book" / "notebooks").mkdir(parents=True)
     (root / "book" / "intro.md").write_text("# A tiny book\n")
     shutil.copy(REPO / "book" / "references.bib", root / "book" / "references.bib")
+    shutil.copytree(REPO / "book" / "_static", root / "book" / "_static")  # _config.yml serves it (the CSS)
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     notebook.cells = [nbformat.v4.new_markdown_cell("# One page"),

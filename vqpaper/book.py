@@ -84,14 +84,15 @@ def figure_png(fig: Any, dpi: float | None = None) -> bytes:
     return buf.getvalue()
 
 
-def glue_figure(figure_id: str, fig: Any) -> Any:
+def glue_figure(figure_id: str, fig: Any) -> None:
     """Glue a matplotlib figure under its stable id, as a PNG, and close it.
 
     The PNG is rendered here rather than left to IPython's formatters, which only
     produce an image under the inline backend (with ``MPLBACKEND=Agg`` a glued
     figure would be the text ``<Figure size …>``). Closing matters too: an open
     pyplot figure would also be shown at the end of the cell, so the page would
-    show it twice (once unnumbered).
+    show it twice (once unnumbered). Returns None for the same reason: a cell
+    ending with this call must display nothing.
     """
     from IPython.display import Image  # heavy: only notebooks glue figures
 
@@ -99,17 +100,23 @@ def glue_figure(figure_id: str, fig: Any) -> Any:
     import matplotlib.pyplot as plt  # heavy: only called with a figure, which matplotlib made
 
     plt.close(fig)
-    return fig
 
 
-def figure(fig: Any, figure_id: str) -> Any:
-    """Save ``fig`` as ``FIGURES/<figure_id>.png`` and glue it under the same id.
+def figure(fig: Any, figure_id: str) -> None:
+    """Save ``fig`` and the numbers it plots, and glue it under its id; the page shows it once.
 
-    The numbered figure itself is a markdown cell (``{glue:figure}`` with
-    ``:name: <figure_id>``), so its caption is prose in the notebook and may paste
-    glued numbers.
+    Writes ``FIGURES/<figure_id>.png``, ``FIGURES/<figure_id>.csv`` (the tidy table the
+    ``vqpaper.plots`` function drew it from: one row per point, bar, bin or pixel) and
+    ``FIGURES/<figure_id>.plot.json`` (how to draw it again: ``vqpaper plot <figure_id>``); the
+    book's caption links the CSV and the figure's results JSON (``vqpaper.sphinxext``). A figure
+    not drawn by ``vqpaper.plots`` is refused: its numbers could not be published.
+
+    Returns None, so that a cell ending with this call shows nothing: the figure appears once,
+    numbered, where a markdown cell places it (``{glue:figure}`` with ``:name: <figure_id>``),
+    so its caption is prose in the notebook and may paste glued numbers.
     """
     from . import plots  # heavy (matplotlib, seaborn): claims.publish imports this module without figures
 
+    plots.save_data(fig, figure_id)  # first: it refuses a figure without data before anything is written
     plots.save_figure(fig, figure_id)
-    return glue_figure(figure_id, fig)
+    glue_figure(figure_id, fig)

@@ -6,6 +6,7 @@
     vqpaper references --accept                       # refresh the references on purpose
     vqpaper plan --profile paper                      # every run of the book, its cost
     vqpaper diagnose run.npz -o report.html           # collapse report of any VQ model's arrays
+    vqpaper plot fig-tokens-collapse-cifar10 -o a.png # a figure again from its CSV, no training
     vqpaper clean-cache
 
 Only arguments and printing: executing notebooks is ``vqpaper.runner``'s job (the executor's lifecycle
@@ -31,11 +32,6 @@ from .settings import settings
 PRECISIONS = ("float32", "tf32", "bf16")  # train.PRECISIONS, without importing the trainer for --help
 
 
-def _texts(args: argparse.Namespace) -> dict[str, str]:
-    """``-p NAME VALUE`` pairs as given: the text is parsed and checked by config (runner.prepare)."""
-    return {name: value for name, value in args.param or []}
-
-
 def _execute(args: argparse.Namespace, jobs: list) -> tuple[list, float]:
     with runner.executor_environment(args.executor, args.ray_address, cpus_per_run=args.cpus_per_run,
                                      gpus_per_run=args.gpus_per_run, precision=args.precision) as env:
@@ -49,7 +45,7 @@ def _execute(args: argparse.Namespace, jobs: list) -> tuple[list, float]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    job = runner.prepare(args.notebook, args.profile, _texts(args), timeout_s=args.timeout)
+    job = runner.prepare(args.notebook, args.profile, dict(args.param or []), timeout_s=args.timeout)  # -p: as text
     print(f"{job.name}: profile {args.profile}, log in {_rel(job.build / 'logs' / f'{job.name}.log')}", flush=True)
     (outcome,), _ = _execute(args, [job])
     if not outcome.ok:
@@ -63,8 +59,8 @@ def cmd_book(args: argparse.Namespace) -> int:
     threads = str(settings().threads or DEFAULT_THREADS)  # per notebook, fixed
     started, outcomes, execute_s = time.perf_counter(), [], 0.0
     if not args.skip_execute:
-        jobs = runner.prepare_book(runner.available_notebooks(), args.profile, _texts(args), timeout_s=args.timeout,
-                                   env={"VQPAPER_THREADS": threads})
+        jobs = runner.prepare_book(runner.available_notebooks(), args.profile, dict(args.param or []),
+                                   timeout_s=args.timeout, env={"VQPAPER_THREADS": threads})
         print(f"executing {len(jobs)} notebooks, profile {args.profile}, {args.jobs} at a time, "
               f"VQPAPER_THREADS={threads}; logs in {_rel(paths.BUILD / 'logs')}", flush=True)
         outcomes, execute_s = _execute(args, jobs)
@@ -141,21 +137,25 @@ def cmd_clean_cache(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """``vqpaper diagnose run.npz [-o report.html]``: the collapse report of any VQ model's arrays."""
-    from .diagnose import diagnose, load_arrays  # matplotlib and the metrics: only here
+    from .diagnose import report_file  # matplotlib and the metrics: only here
     from .errors import DataFormatError, DataNotFoundError
 
-    source = Path(args.arrays)
-    out = Path(args.output) if args.output else Path(f"{source.resolve().name.removesuffix('.npz')}-diagnosis.html")
     try:
-        arrays = load_arrays(source)
-        report = diagnose(**arrays, title=f"VQ collapse report: {source.name}")
+        report, out = report_file(args.arrays, args.output)
     except (ConfigError, DataFormatError, DataNotFoundError) as exc:  # no such path, not an .npz, a bad array
         raise RunnerError(str(exc), code=2) from None  # each names the path or array, what it is and what is expected
-    if not out.parent.is_dir():
-        raise RunnerError(f"-o {out}: the folder {out.parent} does not exist; create it or give a path in an existing "
-                       "folder", code=2)
-    report.to_html(out)
     print(report.hint_text() + f"\nwrote {_rel(out)}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``vqpaper plot FIGURE-ID [-o out.png]``: a figure drawn again from its CSV, without training."""
+    from .plots import replot_to  # matplotlib: only this command draws
+
+    try:
+        print(f"wrote {_rel(replot_to(args.figure, args.output, args.data))}")
+    except ConfigError as exc:  # an unknown figure id (the message lists the known ones), a bad -o
+        raise RunnerError(str(exc), code=2) from None
     return 0
 
 
@@ -258,6 +258,11 @@ def build_parser(run_epilog: str | None = None) -> argparse.ArgumentParser:
                                   "or a cached run's folder (_build/cache/<key>)")
     p.add_argument("-o", "--output", help="the HTML file to write (default: <name>-diagnosis.html here)")
     p.set_defaults(func=cmd_diagnose)
+    p = sub.add_parser("plot", help="draw a figure again from its numbers (CSV), without training")
+    p.add_argument("figure", help="a figure id, e.g. fig-tokens-collapse-cifar10 (its caption in the book links the CSV)")
+    p.add_argument("-o", "--output", help="the PNG to write (default: FIGURE.png here)")
+    p.add_argument("--data", help="the folder holding FIGURE.csv and FIGURE.plot.json (default: _build/figures)")
+    p.set_defaults(func=cmd_plot)
     p = sub.add_parser("plan", help="list every run of the book, skip the cached, estimate the time",
                        description="Every run `vqpaper book` would execute (notebook, config, epochs, steps), "
                                    "the cached ones skipped, the groups they train in, their FLOPs (forward + "
@@ -276,20 +281,9 @@ def build_parser(run_epilog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _run_help_epilog(argv: Sequence[str]) -> str | None:
-    """``vqpaper run NB --help``: NB's parameters, when NB is one of the book's notebooks."""
-    if len(argv) < 2 or argv[0] != "run" or not {"-h", "--help"} & set(argv):
-        return None
-    names = [a for a in argv[1:] if not a.startswith("-")]
-    try:
-        return runner.parameters_help(names[0]) if names else None
-    except (RunnerError, KeyError):
-        return None  # not a book notebook: the plain help
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_run_help_epilog(argv))
+    parser = build_parser(runner.run_help_epilog(argv))
     args = parser.parse_args(argv)
     if getattr(args, "jobs", 1) < 1:
         parser.error("--jobs must be at least 1")

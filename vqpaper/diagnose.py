@@ -200,68 +200,15 @@ class Diagnosis:
         return pd.DataFrame([{"metric": k, "value": v, "meaning": MEANINGS.get(k, "")} for k, v in self.metrics.items()])
 
     def plot(self, max_points: int = 5000, seed: int = 0):
-        """One figure: token use sorted by count; embeddings against tokens; tokens per cluster (with labels)."""
-        import matplotlib.pyplot as plt
-        import numpy as np
+        """One figure: token use sorted by count; embeddings against tokens; tokens per cluster (with labels).
 
-        from . import metrics as M  # heavy (scipy, scikit-learn): `import vqpaper` imports this module
+        Drawn by ``vqpaper.plots.plot_diagnosis`` from a tidy table, so the book can publish its numbers.
+        """
+        from .plots import plot_diagnosis  # heavy (matplotlib, seaborn): `import vqpaper` imports this module
 
         a = self.arrays
-        z, cb, idx = a["embeddings"], a["codebook"], a["indices"]
-        counts = np.bincount(idx.ravel(), minlength=cb.shape[0])
-        used = counts > 0
-        n_panels = 3 if a.get("labels") is not None else 2
-        fig, axes = plt.subplots(1, n_panels, figsize=(4.4 * n_panels, 3.6))
-        ax = axes[0]
-        order = np.sort(counts)[::-1]
-        share = np.cumsum(order) / order.sum()
-        ax.bar(np.arange(order.size), order, width=1.0, color="#c0392b")
-        ax.set_yscale("symlog", linthresh=1)
-        k90 = int(np.searchsorted(share, 0.9) + 1)
-        ax.axvline(k90 - 0.5, color="black", linestyle="--", linewidth=1)
-        ax.set_xlabel("tokens, most used first")
-        ax.set_ylabel("latents assigned")
-        ax.set_title(f"token use: {used.sum():,}/{cb.shape[0]:,} used;\n{k90:,} hold 90% (dashed line)", fontsize=10)
-        ax = axes[1]
-        flat = z.reshape(-1, z.shape[-1])
-        rng = np.random.default_rng(seed)
-        rows = rng.choice(flat.shape[0], min(max_points, flat.shape[0]), replace=False)
-        if z.shape[-1] == 1:
-            lo, hi = min(flat.min(), cb.min()), max(flat.max(), cb.max())
-            edges = np.linspace(lo, hi if hi > lo else lo + 1, 61)
-            ax.hist(flat[:, 0], bins=edges, density=True, color="#7f8c8d", alpha=0.6, label="embeddings")
-            ymax = ax.get_ylim()[1]
-            ax.plot(cb[used, 0], np.full(used.sum(), 0.02 * ymax), "|", color="#c0392b", markersize=12,
-                    label="used tokens")
-            ax.plot(cb[~used, 0], np.full((~used).sum(), 0.06 * ymax), "|", color="#2980b9", markersize=12,
-                    label="unused tokens")
-            ax.set_xlabel("value")
-            ax.set_title("embeddings (histogram) and tokens", fontsize=10)
-        else:
-            mean = flat.mean(axis=0)
-            _, _, vt = np.linalg.svd(flat[rows] - mean, full_matrices=False)
-            comps = vt[:2].T if vt.shape[0] >= 2 else np.c_[vt[0], np.zeros_like(vt[0])]
-            pz, pc = (flat[rows] - mean) @ comps, (cb - mean) @ comps
-            ax.scatter(pz[:, 0], pz[:, 1], s=3, alpha=0.25, color="#7f8c8d", linewidths=0, label="embeddings")
-            ax.scatter(pc[used, 0], pc[used, 1], s=14, marker="x", color="#c0392b", label="used tokens")
-            ax.scatter(pc[~used, 0], pc[~used, 1], s=14, marker="x", color="#2980b9", label="unused tokens")
-            ax.set_xlabel("PC 1 (embeddings)")
-            ax.set_ylabel("PC 2 (embeddings)")
-            ax.set_title("embeddings and tokens, 2-D projection", fontsize=10)
-        ax.legend(fontsize=8, loc="upper right")
-        if n_panels == 3:
-            ax = axes[2]
-            lab = a["labels"]
-            idx2 = idx.reshape(idx.shape[0], -1)
-            alloc = M.token_allocation(idx2, lab, int(lab.max()) + 1)
-            ax.bar(np.arange(alloc.size), alloc, color="#27ae60")
-            ax.axhline(cb.shape[0] / alloc.size, color="black", linestyle="--", linewidth=1)
-            ax.set_xlabel("cluster (label)")
-            ax.set_ylabel("tokens (majority cluster)")
-            ax.set_title("tokens per cluster (dashed: K / clusters)", fontsize=10)
-        fig.suptitle(self.title, fontsize=11)
-        fig.tight_layout()
-        return fig
+        return plot_diagnosis(a["embeddings"], a["codebook"], a["indices"], labels=a.get("labels"), title=self.title,
+                              max_points=max_points, seed=seed)
 
     def hint_text(self) -> str:
         return "\n".join(f"- {h}" for h in self.hints)
@@ -557,3 +504,19 @@ def load_arrays(path) -> dict:
         raise ConfigError(f"'{npz}' has no array {', '.join(repr(n) for n in missing)} (expected "
                           f"{'; '.join(f'{n}: {shapes[n]}' for n in missing)}); it holds {held}{HOW_TO_MAKE}")
     return out
+
+
+def report_file(source, output=None) -> tuple[Diagnosis, Path]:
+    """``vqpaper diagnose``: the report of the arrays at ``source`` written as HTML to ``output``
+    (default ``<name>-diagnosis.html`` in the working folder); returns the report and the path.
+
+    Every problem is a ConfigError, DataFormatError or DataNotFoundError naming the path or array,
+    what it is and what is expected (an ``-o`` in a folder that does not exist included).
+    """
+    source = Path(source)
+    out = Path(output) if output else Path(f"{source.resolve().name.removesuffix('.npz')}-diagnosis.html")
+    report = diagnose(**load_arrays(source), title=f"VQ collapse report: {source.name}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"-o {out}: the folder {out.parent} does not exist; create it or give a path in an existing "
+                          "folder")
+    return report, report.to_html(out)

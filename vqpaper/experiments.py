@@ -40,8 +40,12 @@ def setup(notebook: str, profile: str, namespace: dict) -> NotebookParams:
 
     ``namespace`` is the notebook's ``globals()``: exactly the dataclass's parameters are read from
     it (``None`` means the profile's value), so the cell's names are never listed twice. Also sets
-    torch's threads, starts the clock and names the executor, for the records.
+    torch's threads, starts the clock and names the executor, for the records, and lets the
+    notebook's tables show every cell in full (the parameters' meanings included).
     """
+    import pandas as pd  # heavy: only a notebook's kernel sets its display
+
+    pd.set_option("display.max_colwidth", None)  # a notebook's tables show every cell in full, never "..."
     names = notebook_config(notebook, profile).parameter_names()
     missing = [name for name in names if name not in namespace]
     if missing:
@@ -275,12 +279,20 @@ def mean_std_text(values: Sequence[float], fmt: str = ".3g") -> str:
 
 
 def summary_frame(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[str], digits: int = 3):
-    """A readable table: one row per group, ``mean ± std`` per metric."""
+    """A readable table: one row per group, ``mean ± std`` per metric.
+
+    Each value is one unit in its cell: narrow no-break spaces around "±" keep "0.983 ± 0.0065" on
+    one line, so a narrow column never splits a number from its spread.
+    """
     import pandas as pd  # heavy: only notebooks show tables
 
     s = summary(rows_, by, metrics)
-    return pd.DataFrame([{**dict(zip(by, label.split("/"))), **{m: mean_sd_text(d[m], f".{digits}g") for m in metrics}}
+    return pd.DataFrame([{**dict(zip(by, label.split("/"))),
+                          **{m: mean_sd_text(d[m], f".{digits}g").replace(" ± ", NNBSP + "±" + NNBSP) for m in metrics}}
                          for label, d in s.items()])
+
+
+NNBSP = "\u202f"  # narrow no-break space
 
 
 def label_rows(rows_: Sequence[dict], name: str, template: str) -> list[dict]:

@@ -138,3 +138,39 @@ def launch_branch(root) -> str:
         raise ValueError(f"{path}: repository.branch must name the branch the launch buttons open "
                          f"(e.g. 'launch'), got {branch!r}")
     return branch.strip()
+
+
+# ------------------------------------------------------------------ the first cell of a launched notebook
+
+#: The first cell of every executed notebook (``vqpaper.runner.convert`` inserts it, tagged
+#: ``remove-cell``: the book's page does not show it). A notebook opened by a launch button runs where
+#: ``vqpaper`` may be missing (Colab; Binder installs it from environment.yml): the cell then clones the
+#: tree the page was built from (the launch branch) and installs it. The repository is not typed in
+#: any notebook: the build fills it in from :func:`repository_url` and :func:`launch_branch`.
+INSTALL_CELL = '''\
+# Opened from the book's launch buttons (Colab, Binder)? Then vqpaper may be missing: this cell gets
+# the tree this page was built from (branch {branch_name} of the repository below) and installs it. It does
+# nothing where `import vqpaper` works. The book's build wrote the repository from its `origin` git
+# remote (vqpaper/publish.py); set the environment variable VQPAPER_REPOSITORY to use another (a fork).
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("vqpaper") is None:
+    repository = os.environ.get("VQPAPER_REPOSITORY") or {url}
+    if not repository:
+        raise RuntimeError("vqpaper is not installed, and this book was built without a GitHub repository to get it "
+                           "from: set os.environ['VQPAPER_REPOSITORY'] = 'https://github.com/OWNER/REPO', then run "
+                           "this cell again")
+    checkout = os.path.abspath("vqpaper-checkout")
+    if not os.path.isdir(checkout):
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", {branch}, repository, checkout],
+                       check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", checkout], check=True)
+    sys.path.insert(0, checkout)  # this kernel started before the install
+    os.chdir(checkout)  # `vqpaper run` and `vqpaper plan` look for notebooks/ beside the package
+'''
+
+
+def install_cell(root) -> str:
+    """The source of :data:`INSTALL_CELL` for the checkout at ``root``: its GitHub repository (None without
+    one: the cell then asks for ``VQPAPER_REPOSITORY``) and its launch branch."""
+    branch = launch_branch(root)
+    return INSTALL_CELL.format(url=repr(repository_url(root) or ""), branch=repr(branch), branch_name=branch)

@@ -142,12 +142,23 @@ def _book_extra(module: str):
                           "pip install -e '.[book]' -c constraints.txt (or `make venv`)") from None
 
 
+#: The tag that keeps a cell out of the book's page (Jupyter Book): the parameters cell (papermill's
+#: injected cell shows the values) and the install cell.
+HIDDEN = "remove-cell"
+
+
 def convert(py_path: Path, out_dir: Path) -> Path:
-    """jupytext percent ``.py`` -> ``out_dir/<name>.ipynb`` (kernel python3)."""
+    """jupytext percent ``.py`` -> ``out_dir/<name>.ipynb`` (kernel python3).
+
+    The notebook gets a first cell that installs vqpaper where it is missing (``publish.install_cell``:
+    a notebook opened from a launch button on Colab), hidden from the book's page.
+    """
     jupytext = _book_extra("jupytext")
+    nbformat = _book_extra("nbformat")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = jupytext.read(py_path, fmt="py:percent")
+    nb.cells.insert(0, nbformat.v4.new_code_cell(publish.install_cell(paths.ROOT), metadata={"tags": [HIDDEN]}))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata.setdefault("language_info", {"name": "python"})
     if not any("parameters" in cell.metadata.get("tags", []) for cell in nb.cells):
@@ -185,6 +196,18 @@ def parameters_help(notebook: str) -> str:
         lines.append(f"  {row['parameter']:<24} {row['meaning']}")
         lines.append(f"  {'':<24} ci: {row['ci']!r}   paper: {row['paper']!r}   allowed: {ALLOWED.get(kind, kind)}")
     return "\n".join(lines)
+
+
+def run_help_epilog(argv: Sequence[str]) -> Optional[str]:
+    """``vqpaper run NB --help``: NB's parameters (:func:`parameters_help`) when NB is one of the book's
+    notebooks, else None (the plain help)."""
+    if len(argv) < 2 or argv[0] != "run" or not {"-h", "--help"} & set(argv):
+        return None
+    names = [a for a in argv[1:] if not a.startswith("-")]
+    try:
+        return parameters_help(names[0]) if names else None
+    except (RunnerError, KeyError):
+        return None
 
 
 def timeout_for(name: str, profile: str, override: Optional[float] = None) -> Optional[float]:
