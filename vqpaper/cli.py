@@ -9,14 +9,12 @@
     vqpaper plot fig-tokens-collapse-cifar10 -o a.png # a figure again from its CSV, no training
     vqpaper clean-cache
 
-Only arguments and printing: executing notebooks is ``vqpaper.runner``'s job (the executor's lifecycle
-``vqpaper.executors.book_instance``'s), accepting references ``vqpaper.regression``'s.
+Only arguments and printing: notebooks are ``vqpaper.runner``'s job, references ``vqpaper.regression``'s.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +34,7 @@ def _execute(args: argparse.Namespace, jobs: list) -> tuple[list, float]:
     with runner.executor_environment(args.executor, args.ray_address, cpus_per_run=args.cpus_per_run,
                                      gpus_per_run=args.gpus_per_run, precision=args.precision) as env:
         if env.get("VQPAPER_EXECUTOR") == "ray":
-            print(f"executor ray at {env.get('RAY_ADDRESS') or os.environ.get('RAY_ADDRESS')}", flush=True)
+            print(f"executor ray at {env.get('RAY_ADDRESS') or settings().ray_address}", flush=True)
         started = time.perf_counter()
         outcomes = runner.run_notebooks([dataclasses.replace(job, env={**job.env, **env}) for job in jobs],
                                         workers=getattr(args, "jobs", 1), every_s=args.progress_every,
