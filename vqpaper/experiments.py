@@ -283,6 +283,28 @@ def summary_frame(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[st
                          for label, d in s.items()])
 
 
+def optimizer_steps(run: RunResult) -> int:
+    """The optimiser steps a CIFAR-10 run took: per epoch of its history, ceil(training images / batch size)."""
+    n = run.metrics.get("n_train")
+    if n is None:
+        raise ConfigError(f"optimizer_steps: the run has no n_train among its metrics ({sorted(run.metrics)})")
+    return len(run.history) * -(-int(n) // int(run.config["batch_size"]))
+
+
+def optimizer_steps_text(results: Sequence[RunResult]) -> str:
+    """The optimiser steps of runs, in words, with how they follow from the run: "96 optimiser steps (2,048 images /
+    batch 128 = 16 per epoch, × 6 epochs)"; runs with different counts give each."""
+    parts = {}
+    for r in results:
+        n, b, epochs = int(r.metrics["n_train"]), int(r.config["batch_size"]), len(r.history)
+        per = -(-n // b)
+        parts.setdefault(f"{optimizer_steps(r):,} optimiser steps ({n:,} images / batch {b} = {per} per epoch, "
+                         f"× {epochs} epoch{'s' if epochs != 1 else ''})", None)
+    if not parts:
+        raise ConfigError("optimizer_steps_text: no runs")
+    return " or ".join(parts)
+
+
 def label_rows(rows_: Sequence[dict], name: str, template: str) -> list[dict]:
     """Add ``name = template.format(**row)`` to every row (e.g. ``"scratch, hidden 4"``: one plot hue)."""
     for row in rows_:
@@ -513,6 +535,27 @@ def compare_ema_with_library(codebook_size: int = 128, token_dim: int = 1, decay
                     "library_at_origin": int((lib_codebook.norm(dim=1) < 1e-3).sum()),
                     "steps": steps, "codebook_size": codebook_size, "token_dim": token_dim})
     return out
+
+
+#: Our EMA-VQ and the library's count as the same algorithm when, both smoothing the counts, they give the same
+#: token to at least this share of the latents and their codebooks end at most this far apart (float rounding).
+SAME_ALGORITHM = {"same_token_share": 0.999, "max_codebook_gap": 1e-4}
+
+
+def library_conclusion(rows: Sequence[dict]) -> str:
+    """Whether the two EMA-VQs agree once both smooth the counts, over every row of :func:`compare_ema_with_library`."""
+    lap = [r for r in rows if r["update"] == "laplace"]
+    if not lap:
+        raise ConfigError("library_conclusion: no row with the Laplace-smoothed update")
+    worst_share = min(r["same_token_share"] for r in lap)
+    worst_gap = max(r["max_codebook_gap"] for r in lap)
+    if (worst_share >= SAME_ALGORITHM["same_token_share"]
+            and worst_gap <= SAME_ALGORITHM["max_codebook_gap"]):
+        return (f"So the two implementations are the same algorithm up to float rounding once both smooth the "
+                f"counts (at least {worst_share:.2%} of the choices agreed, codebooks at most {worst_gap:.2g} "
+                f"apart).")
+    return (f"So the two implementations differ even when both smooth the counts: as few as {worst_share:.2%} of "
+            f"the choices agreed and the codebooks ended up to {worst_gap:.3g} apart.")
 
 
 def library_difference_sentence(rows: Sequence[dict]) -> str:
