@@ -239,6 +239,13 @@ def test_ablation_sentence_reports_decided_evidence_check_by_check():
     text = verdicts.ablation_sentence(eq5, moved, "the Laplace-smoothed update")
     assert "3-D worst-cluster: held with eq. (5), inconclusive with the Laplace-smoothed update" in text
     assert "4 of 5 decided alike" in text and "do not depend" not in text
+    # a check undecided because its runs had not converged says so
+    slow = tcs_runs("held", dims=[3])
+    slow[0].history = FALLING
+    text = verdicts.ablation_sentence(eq5, verdicts.tokens_collapse_synthetic(slow, [3], suffix="-laplace"), "x")
+    assert "3-D coverage: held with eq. (5), inconclusive (not converged) with x" in text
+    assert "the runs had not converged; points the claimed way in 3 of 3 seeds" in by_id(
+        verdicts.tokens_collapse_synthetic(slow, [3]))["tcs-coverage"].phrase
     # both undecided: nothing is claimed about the update
     open_ = verdicts.tokens_collapse_synthetic(tcs_runs("open", dims=[3]), [3])
     text = verdicts.ablation_sentence(open_, verdicts.tokens_collapse_synthetic(tcs_runs("open", dims=[3]), [3],
@@ -485,6 +492,25 @@ def test_claims_overview_and_the_paper_s_count_over_notebooks():
     # the same from recorded dicts (a results JSON's values)
     recorded = {nb: {f.id: f.as_dict() for f in list(fs) + fs.left_out} for nb, fs in book.items()}
     assert verdicts.paper_claims_count(recorded)["text"] == count["text"]
+
+
+def test_recorded_families_gather_the_book_s_claims_from_the_results(tmp_path):
+    from vqpaper import results
+
+    tcc = verdicts.tokens_collapse_cifar(cifar([16, 256], _flat, _flat, _mse, _mse), [16, 256])
+    syn = verdicts.tokens_collapse_synthetic(tcs_runs("held"), [2, 8])
+    for figure, notebook, fams in (("fig-a-claims", "03_tokens_collapse_cifar10", tcc),
+                                   ("fig-b-claims", "02_tokens_collapse_synthetic", syn)):
+        results.record(figure, {f.id: f.as_dict() for f in list(fams) + fams.left_out}, notebook=notebook,
+                       profile="ci", params={}, seeds=list(SEEDS), directory=tmp_path)
+    results.record("fig-c", {"summary": {"2/scratch": {"mse": {"mean": 1.0}}}}, notebook="02_tokens_collapse_synthetic",
+                   profile="ci", params={}, seeds=[0], directory=tmp_path)        # not a claims figure
+    book = verdicts.recorded_families(tmp_path)
+    assert list(book) == ["02_tokens_collapse_synthetic", "03_tokens_collapse_cifar10"]
+    assert len(book["03_tokens_collapse_cifar10"]) == 6 and len(book["02_tokens_collapse_synthetic"]) == 5
+    live = verdicts.paper_claims_count({"02": syn, "03": tcc})
+    assert verdicts.paper_claims_count(book)["text"] == live["text"]
+    assert len(verdicts.claims_overview(book)) == 11
 
 
 def _fig2_inputs():

@@ -871,7 +871,8 @@ class Family:
     @property
     def directions(self) -> str:
         """Where undecided, which way each undecided check points, with its interval."""
-        return "; ".join(f"{c.setting}: {c.direction}" for c in self.checks if c.outcome == INCONCLUSIVE)
+        return "; ".join(f"{c.setting}: {'the runs had not converged; ' if not c.converged else ''}{c.direction}"
+                         for c in self.checks if c.outcome == INCONCLUSIVE)
 
     @property
     def phrase(self) -> str:

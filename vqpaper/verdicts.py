@@ -26,6 +26,7 @@ from .claims import (EQUAL, GREATER, HELD, INCONCLUSIVE, MIN_PAIRS, NO_EFFECT, N
 from .errors import ConfigError
 from .experiments import select
 from .recipes import BASELINE, key, parse_remedy
+from .results import load_results
 
 #: What a pair of a check is: one seed, run in both settings.
 UNIT = "seed"
@@ -925,6 +926,15 @@ def _family_name(f: Family, suffix: str = "") -> str:
     return name.split("-", 1)[1] if "-" in name else name
 
 
+def _outcome_text(c) -> str:
+    """A check's outcome in a few words: "held", "not held (no effect)", "inconclusive (not converged)"."""
+    if c.outcome == NOT_HELD:
+        return f"not held ({c.decision_text})"
+    if c.outcome == INCONCLUSIVE and not c.converged:
+        return "inconclusive (not converged)"
+    return c.outcome
+
+
 def ablation_sentence(base: Sequence[Family], variant: Sequence[Family], what: str, base_name: str = "eq. (5)",
                       suffix: str = "-laplace") -> str:
     """What the decided evidence says about an ablation, check by check (e.g. eq. (5) against the Laplace update).
@@ -952,7 +962,8 @@ def ablation_sentence(base: Sequence[Family], variant: Sequence[Family], what: s
             elif c.outcome == d.outcome and c.decision == d.decision:
                 same += 1
             else:
-                differ.append(f"{c.setting} {_family_name(b)}: {c.outcome} with {base_name}, {d.outcome} with {what}")
+                differ.append(f"{c.setting} {_family_name(b)}: {_outcome_text(c)} with {base_name}, "
+                              f"{_outcome_text(d)} with {what}")
     total = same + len(differ) + open_
     if not total:
         return f"No check of {base_name} has a counterpart with {what}."
@@ -989,6 +1000,20 @@ def claims_overview(families_by_notebook: dict):
         frame.insert(0, "notebook", notebook)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def recorded_families(directory=None) -> dict:
+    """``{notebook: [family dict, ...]}`` from every claims figure recorded in ``directory`` (default
+    ``paths.RESULTS``), left-out families included, in notebook order: what :func:`claims_overview` and
+    :func:`paper_claims_count` take to gather the whole book's claims after the notebooks ran."""
+    out: dict = {}
+    for record in load_results(directory).values():
+        values = record.get("values")
+        if not isinstance(values, dict) or not values:
+            continue
+        if all(isinstance(v, dict) and "outcome" in v and ("checks" in v or "why" in v) for v in values.values()):
+            out.setdefault(record.get("notebook", "?"), []).extend(values.values())
+    return dict(sorted(out.items()))
 
 
 def paper_claims_count(families_by_notebook: dict) -> dict:
