@@ -498,13 +498,19 @@ def distinct_code_tuples(indices):
     return int(np.unique(idx.reshape(idx.shape[0], -1), axis=0).shape[0])
 
 
-def _latents(Z, codebook, indices):
+def _embeddings_and_codebook(Z, codebook):
+    """``Z`` and ``codebook`` as float arrays, the codebook ``[K, D]`` with Z's last axis D."""
     z = _float(Z, "Z")
     cb = _float(codebook, "codebook")
     if cb.ndim != 2:
         raise ConfigError(f"codebook must be [K, D], got shape {cb.shape}")
     if z.shape[-1] != cb.shape[1]:
         raise ConfigError(f"Z has token_dim {z.shape[-1]} but codebook has {cb.shape[1]}; they must match")
+    return z, cb
+
+
+def _latents(Z, codebook, indices):
+    z, cb = _embeddings_and_codebook(Z, codebook)
     idx = _int(indices, "indices", cb.shape[0], "codebook size (rows of codebook)")
     if idx.shape != z.shape[:-1]:
         raise ConfigError(f"indices has shape {idx.shape} but Z has {z.shape}; indices must be Z.shape[:-1]")
@@ -553,12 +559,7 @@ def tokens_outside(Z, codebook, quantile=0.99, max_points=10_000, seed=0):
     ``max_points`` latent vectors, both distances use the same seeded subsample of
     ``max_points`` of them (thinning widens both alike).
     """
-    z = _float(Z, "Z")
-    cb = _float(codebook, "codebook")
-    if cb.ndim != 2:
-        raise ConfigError(f"codebook must be [K, D], got shape {cb.shape}")
-    if z.shape[-1] != cb.shape[1]:
-        raise ConfigError(f"Z has token_dim {z.shape[-1]} but codebook has {cb.shape[1]}; they must match")
+    z, cb = _embeddings_and_codebook(Z, codebook)
     if not 0 < quantile <= 1:
         raise ConfigError(f"quantile must be in (0, 1], got {quantile!r}")
     z = z.reshape(-1, cb.shape[1])
