@@ -211,6 +211,7 @@ book.glue_text("ec.cifar.decoder_channels", cfg.cifar_channels)
 book.glue_means("ec.cifar", {f"c{w}": cifar_agg[str(w)] for w in widths}, {"test_mse": ".4f", "test_mse_normalised": ".3f"})
 book.glue_text("ec.cifar.widest.test_mse", f"{cifar_agg[str(widths[0])]['test_mse']['mean']:.4f}")
 book.glue_text("ec.cifar.narrowest.test_mse", f"{cifar_agg[str(widths[-1])]['test_mse']['mean']:.4f}")
+book.glue_text("ec.cifar.mse.sentence", ex.extremes_sentence(cifar_agg, widths, "test_mse", "encoder channels"))
 
 # %% [markdown]
 # ```{glue:figure} fig-embeddings-collapse-cifar10
@@ -222,9 +223,7 @@ book.glue_text("ec.cifar.narrowest.test_mse", f"{cifar_agg[str(widths[-1])]['tes
 # {glue:text}`ec.data`.
 # ```
 #
-# With {glue:text}`ec.cifar.widest` encoder channels the test MSE is
-# {glue:text}`ec.cifar.widest.test_mse`; with {glue:text}`ec.cifar.narrowest` it is
-# {glue:text}`ec.cifar.narrowest.test_mse`. Data: {glue:text}`ec.data`.
+# {glue:text}`ec.cifar.mse.sentence` Data: {glue:text}`ec.data`.
 
 # %% [markdown]
 # ## Do the paper's claims hold here?

@@ -115,3 +115,11 @@ def test_library_conclusion_is_computed_from_the_comparison():
     assert ex.library_conclusion(apart).startswith("So the two implementations differ")
     with pytest.raises(ConfigError, match="Laplace"):
         ex.library_conclusion(same[1:])
+
+
+def test_extremes_sentence_never_compares_a_setting_with_itself():
+    agg = {"32": {"test_mse": {"mean": 0.01}}, "8": {"test_mse": {"mean": 0.02}}, "2": {"test_mse": {"mean": 0.05}}}
+    assert ex.extremes_sentence(agg, [32, 8, 2], "test_mse", "encoder channels") == (
+        "With 32 encoder channels the test MSE is 0.0100; with 2 it is 0.0500.")
+    one = ex.extremes_sentence(agg, [32], "test_mse", "encoder channels")
+    assert one.count("0.0100") == 1 and "a second setting would be needed" in one

@@ -305,6 +305,23 @@ def optimizer_steps_text(results: Sequence[RunResult]) -> str:
     return " or ".join(parts)
 
 
+def extremes_sentence(summary_: dict, values: Sequence, metric: str, what: str, fmt: str = ".4f") -> str:
+    """The mean ``metric`` at the first and the last of ``values`` (e.g. the widest and the narrowest encoder), as
+    a sentence; with one value, that value alone and what a comparison needs (never a value against itself).
+
+    ``summary_``: :func:`summary` keyed by ``str(value)``; ``what``: the unit in words ("encoder channels").
+    """
+    values = list(dict.fromkeys(values))
+    if not values:
+        raise ConfigError("extremes_sentence: no values")
+    mean = {v: format(summary_[str(v)][metric]["mean"], fmt) for v in values}
+    name = {"test_mse": "test MSE", "mse": "MSE"}.get(metric, metric.replace("_", " "))
+    if len(values) == 1:
+        return (f"With {values[0]} {what} the {name} is {mean[values[0]]}; a second setting would be needed to "
+                f"compare.")
+    return f"With {values[0]} {what} the {name} is {mean[values[0]]}; with {values[-1]} it is {mean[values[-1]]}."
+
+
 def label_rows(rows_: Sequence[dict], name: str, template: str) -> list[dict]:
     """Add ``name = template.format(**row)`` to every row (e.g. ``"scratch, hidden 4"``: one plot hue)."""
     for row in rows_:
