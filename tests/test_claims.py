@@ -262,6 +262,9 @@ def test_family_holds_only_when_every_setting_holds():
     d = f.as_dict()
     assert d["outcome"] == "inconclusive" and d["decision"] == "inconclusive" and set(d["checks"]) == {"a", "c"}
     assert d["quote"] and d["is_paper"] and d["metric"] == "usage" and d["kind"] == "greater"
+    assert d["n"] == 1 and d["n_80"] is None                      # one check has an unknown spread
+    both = _family(held, fails).as_dict()
+    assert both["n"] == 3 and both["n_80"] == max(held.n_80, fails.n_80) and both["n_95"] >= both["n_80"]
     assert list(claims.power_table([f])["claim"]) == ["fam", "fam"]
 
 

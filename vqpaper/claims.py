@@ -892,10 +892,17 @@ class Family:
         """The fewest pairs of any check."""
         return min(c.n for c in self.checks)
 
+    def n_needed(self, target: float) -> Optional[int]:
+        """Pairs that would decide every check with probability ``target`` (one of ``POWERS``): the most any
+        check needs; None when one needs more than ``N_CAP`` or its spread is unknown."""
+        needed = [{0.80: c.n_80, 0.95: c.n_95}[target] for c in self.checks]
+        return None if any(n is None for n in needed) else max(needed)
+
     def as_dict(self) -> dict:
         return {"id": self.id, "source": self.source, "is_paper": self.is_paper, "quote": self.quote,
                 "paper": self.paper, "metric": self.metric, "kind": self.kind, "outcome": self.outcome,
-                "decision": self.decision, "phrase": self.phrase, "phrases": dict(self.phrases),
+                "decision": self.decision, "n": self.n, "n_80": self.n_needed(0.80), "n_95": self.n_needed(0.95),
+                "phrase": self.phrase, "phrases": dict(self.phrases),
                 "verdict": self.verdict, "checks": {c.id: c.as_dict() for c in self.checks}}
 
     @classmethod
