@@ -589,3 +589,12 @@ def test_library_run_sentence_quotes_the_lib_recipe_s_verdicts_or_says_it_did_no
     text = verdicts.library_run_sentence(families)
     assert text.startswith("On whole training runs") and "tokens collapse (synthetic), not held" in text and "(no effect)" in text
     assert "did not run" in verdicts.library_run_sentence({"tokens": verdicts.remedy_families({"ema": base, "fsq": same}, "tokens")})
+
+
+def test_cifar_trend_sentence_gives_the_slopes_over_the_sweep():
+    sizes = [16, 256, 4096, 16384]
+    runs = cifar(sizes, lambda k, s: 2 * k ** 0.5, lambda k, s: 3.0, lambda k, s: 0.1 * k ** -0.25, _mse)
+    text = verdicts.cifar_trend_sentence(runs, sizes)
+    assert text.startswith("Over K = 16, 256, 4,096 and 16,384 the perplexity grows as K^0.50 with pretraining and "
+                           "K^0.00 from scratch, the test MSE as K^-0.25 and K^0.00")
+    assert "From 2^12 on (K = 4,096 and 16,384) the scratch perplexity grows as K^0.00" in text

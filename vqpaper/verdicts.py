@@ -474,19 +474,19 @@ def cifar_trend_sentence(runs: Sequence, sizes: Sequence[int]) -> str:
 
     def mean_slope(metric, method, ks):
         _, slopes = per_seed_slopes(runs, metric, ks, method=method)
-        return math.fsum(slopes) / len(slopes)
+        return f"{math.fsum(slopes) / len(slopes):.2f}".replace("-0.00", "0.00")
 
-    text = (f"Over {_sizes_text(sizes)} the perplexity grows as K^{mean_slope('perplexity', 'pretrained', sizes):.2f} "
-            f"with pretraining and K^{mean_slope('perplexity', 'scratch', sizes):.2f} from scratch, the test MSE as "
-            f"K^{mean_slope('test_mse', 'pretrained', sizes):.2f} and K^{mean_slope('test_mse', 'scratch', sizes):.2f} "
+    text = (f"Over {_sizes_text(sizes)} the perplexity grows as K^{mean_slope('perplexity', 'pretrained', sizes)} "
+            f"with pretraining and K^{mean_slope('perplexity', 'scratch', sizes)} from scratch, the test MSE as "
+            f"K^{mean_slope('test_mse', 'pretrained', sizes)} and K^{mean_slope('test_mse', 'scratch', sizes)} "
             f"(least-squares slopes of the logs, mean over seeds; a slope of 1 is a perplexity that grows as K)")
     if len(sizes) == 2:
         text += "; two sizes give a two-point slope, not a trend: the trend claims need three"
     big = [k for k in sizes if k >= LARGE_CODEBOOK]
     if len(big) >= 2:
         text += (f". From 2^12 on ({_sizes_text(big)}) the scratch perplexity grows as "
-                 f"K^{mean_slope('perplexity', 'scratch', big):.2f}, the pretrained one as "
-                 f"K^{mean_slope('perplexity', 'pretrained', big):.2f}")
+                 f"K^{mean_slope('perplexity', 'scratch', big)}, the pretrained one as "
+                 f"K^{mean_slope('perplexity', 'pretrained', big)}")
     return text + "."
 
 
