@@ -372,6 +372,7 @@ def test_embeddings_collapse_goes_every_way(scenario):
         assert f.metric == EC_IDS[f.id]
     ids = by_id(fams)
     assert [c.setting for c in ids["ec-merged-peaks"].checks] == ["2-D"]      # peaks only for 1-D tokens
+    assert [c.setting for c in ids["ec-tokens-outside"].checks] == ["2-D"]    # as in Fig. 5: 1-D tokens
     assert {f.id for f in fams if f.is_paper} == {"ec-outside-data", "ec-merged-peaks", "ec-tokens-outside"}
     assert ids["ec-participation"].source == ids["ec-mse"].source == "companion measure of §3.2"
 
@@ -380,7 +381,8 @@ def test_embeddings_collapse_with_one_width_or_no_1d_tokens_leaves_out_what_it_c
     one = verdicts.embeddings_collapse(ec_runs("held", widths=(32,)), [2, 8], [1, 4], narrow=32, wide=32)
     assert not list(one) and len(one.left_out) == 5 and all("two encoder widths" in f.why for f in one.left_out)
     no_peaks = verdicts.embeddings_collapse(ec_runs("held", dims=(8,)), [8], [4], narrow=4, wide=32)
-    assert [f.id for f in no_peaks.left_out] == ["ec-merged-peaks"] and "token dimension 1" in no_peaks.left_out[0].why
+    assert [f.id for f in no_peaks.left_out] == ["ec-merged-peaks", "ec-tokens-outside"]
+    assert "token dimension 1" in no_peaks.left_out[0].why
 
 
 def ec_cifar_runs(scenario, widths=(32, 8, 2)):
