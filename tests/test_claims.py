@@ -342,9 +342,11 @@ def test_overview_says_what_would_decide_an_undecided_claim():
     # an undecided check of one seed, and one whose runs had not converged
     one = claims.paired("o", "3-D", [0.5], [0.1], setting="3-D", metric="usage", unit="seed")
     slow = claims.paired("s", "8-D", [0.5, 0.6], [0.1, 0.1], setting="8-D", metric="usage", converged=False)
-    row = claims.overview_row(_family(one, slow))
-    assert row["why undecided / what would decide it"] == ("3-D: 1 seed: run at least 2 to know the spread; "
-                                                           "8-D: train longer: a run had not converged")
+    both = claims.paired("b", "2-D", [0.5], [0.1], setting="2-D", metric="usage", converged=False, unit="seed")
+    row = claims.overview_row(_family(one, slow, both))
+    assert row["why undecided / what would decide it"] == (
+        "3-D: 1 seed: run at least 2 to know the spread; 8-D: train longer: a run had not converged; "
+        "2-D: train longer: a run had not converged and 1 seed: run at least 2 to know the spread")
     assert row["effect"].startswith("3-D: +0.4; 8-D: ")
 
 

@@ -1012,14 +1012,16 @@ def _what_would_decide(f: Family) -> str:
     for c in f.checks:
         if c.outcome != INCONCLUSIVE:
             continue
+        needs = []
         if not c.converged:
-            need = "train longer: a run had not converged"
-        elif not c.spread_known:
-            need = f"{c.n} {c.unit}{'s' if c.n != 1 else ''}: run at least {MIN_PAIRS} to know the spread"
+            needs.append("train longer: a run had not converged")
+        if not c.spread_known:
+            needs.append(f"{c.n} {c.unit}{'s' if c.n != 1 else ''}: run at least {MIN_PAIRS} to know the spread")
         elif c.n_80 is None:
-            need = f"more than {N_CAP} {c.unit}s would be needed at this effect and spread"
-        else:
-            need = f"about {c.n_80} {c.unit}s would decide it with 80% probability ({c.n_95} for 95%)"
+            needs.append(f"more than {N_CAP} {c.unit}s would be needed at this effect and spread")
+        elif c.converged:
+            needs.append(f"about {c.n_80} {c.unit}s would decide it with 80% probability ({c.n_95} for 95%)")
+        need = " and ".join(needs)
         out.append(f"{c.setting}: {need}" if len(f.checks) > 1 else need)
     return "; ".join(out)
 
