@@ -237,8 +237,9 @@ def test_count_and_record():
 PHRASES = {"held": "it holds", "not held": "it fails", "inconclusive": "cannot tell"}
 
 
-def _family(*checks):
-    return claims.Family("fam", "§3.1.1, Fig. 3", "pretraining spreads the tokens", list(checks), PHRASES)
+def _family(*checks, phrases=PHRASES):
+    return claims.Family("fam", "§3.1.1, Fig. 3", "pretraining spreads the tokens", list(checks), phrases,
+                         quote="the distribution of tokens is more uniform")
 
 
 def test_family_holds_only_when_every_setting_holds():
@@ -255,10 +256,28 @@ def test_family_holds_only_when_every_setting_holds():
     assert f.outcome == claims.NOT_HELD and f.decision == claims.NO_EFFECT and "4-D (no effect)" in f.reason
     assert _family(fails, none).decision == "no effect and negative"
     f = _family(held, open_)
-    assert f.outcome == claims.INCONCLUSIVE and f.phrase == "cannot tell" and "3-D" in f.reason
+    # an undecided family says which way its undecided checks point, with their interval
+    assert f.outcome == claims.INCONCLUSIVE and f.phrase.startswith("cannot tell (3-D: points the claimed way in 1 "
+                                                                    "of 1 pair, no interval") and "3-D" in f.reason
     d = f.as_dict()
     assert d["outcome"] == "inconclusive" and d["decision"] == "inconclusive" and set(d["checks"]) == {"a", "c"}
+    assert d["quote"] and d["is_paper"] and d["metric"] == "usage" and d["kind"] == "greater"
+    assert d["n"] == 1 and d["n_80"] is None                      # one check has an unknown spread
+    both = _family(held, fails).as_dict()
+    assert both["n"] == 3 and both["n_80"] == max(held.n_80, fails.n_80) and both["n_95"] >= both["n_80"]
     assert list(claims.power_table([f])["claim"]) == ["fam", "fam"]
+
+
+def test_no_effect_has_its_own_phrase_chosen_by_the_decision():
+    none = claims.paired("n", "4-D", [0.30, 0.31, 0.29], [0.30, 0.30, 0.30], setting="4-D", metric="usage")
+    other = claims.paired("b", "8-D", [0.1, 0.2, 0.3], [0.3, 0.4, 0.5], setting="8-D", metric="usage")
+    four = {**PHRASES, claims.NO_EFFECT: "no effect"}
+    assert _family(none, phrases=four).phrase == "no effect"
+    assert _family(other, phrases=four).phrase == "it fails"             # the other way
+    assert _family(none, other, phrases=four).phrase == "it fails"       # mixed: the other way is named
+    assert _family(none).phrase == "it fails"                            # no fourth phrase: the not-held one
+    with pytest.raises(ValueError, match="unknown outcomes"):
+        _family(none, phrases={**PHRASES, "maybe": "x"})
 
 
 def test_family_needs_a_phrase_per_outcome_and_a_check():
@@ -266,6 +285,99 @@ def test_family_needs_a_phrase_per_outcome_and_a_check():
         claims.Family("f", "s", "p", [claims.paired("a", "s", [2, 3], [0, 0])], {"held": "x"})
     with pytest.raises(ValueError, match="no checks"):
         claims.Family("f", "s", "p", [], PHRASES)
+
+
+def test_a_family_says_whose_claim_it_is():
+    check = claims.paired("a", "s", [0.3, 0.4, 0.5], [0.1, 0.2, 0.3], metric="usage")
+    paper = claims.Family("f", "§3.2, Fig. 6", "p", [check], PHRASES, quote="increased MSE")
+    assert paper.is_paper
+    for source in ("companion measure of §3.2", "companion ablation of §3.1.1", "companion variant",
+                   "companion question", "SimVQ (Zhu, Li et al. 2024), abstract"):
+        assert not claims.Family("f", source, "p", [check], PHRASES).is_paper, source
+    with pytest.raises(ValueError, match="must be a section of the paper"):
+        claims.Family("f", "beyond the paper", "p", [check], PHRASES)
+    with pytest.raises(ValueError, match="needs the sentence it tests"):
+        claims.Family("f", "§3.2", "p", [check], PHRASES)           # a claim of the paper without its quote
+
+
+def _fams():
+    held = claims.paired("a", "2-D", [0.3, 0.4, 0.5], [0.1, 0.2, 0.3], setting="2-D", metric="usage", unit="seed")
+    none = claims.paired("n", "2-D", [0.30, 0.31, 0.29], [0.30, 0.30, 0.30], setting="2-D", metric="usage",
+                         unit="seed")
+    spread = claims.paired("c", "2-D", [0.5, 0.1, 0.45], [0.1, 0.3, 0.2], setting="2-D", metric="usage", unit="seed")
+    q = dict(quote="a sentence")
+    fams = claims.Families([claims.Family("p-held", "§3.1.1", "p", [held], PHRASES, **q),
+                            claims.Family("p-none", "§3.1.1", "p", [none], PHRASES, **q),
+                            claims.Family("p-open", "§3.1.1", "p", [spread], PHRASES, **q),
+                            claims.Family("c-held", "companion question", "c",
+                                          [claims.paired("a2", "2-D", [0.3, 0.4, 0.5], [0.1, 0.2, 0.3],
+                                                         metric="usage")], PHRASES)],
+                           [claims.LeftOut("p-left", "§3.1.2, Fig. 4", "a trend", "Needs three sizes.", quote="x")])
+    return fams
+
+
+def test_paper_count_counts_the_paper_s_claims_only_and_says_what_was_not_tested():
+    fams = _fams()
+    count = claims.paper_count(fams)
+    assert count["text"] == ("1 of 4 claims of the paper held, 1 not held, 1 undecided, 1 not tested at these "
+                             "parameters")
+    assert (count["claims"], count["held"], count["not held"], count["undecided"], count["not tested"]) == (4, 1, 1, 1, 1)
+    assert claims.paper_count([fams[3]])["text"] == "no claim of the paper is checked here"
+    # the families of two notebooks add up, left-out ones included
+    both = fams + claims.Families([fams[0]], [claims.LeftOut("q", "§3.2", "p", "Needs two widths.", quote="y")])
+    assert claims.paper_count(both)["claims"] == 6 and len(both.left_out) == 2
+
+
+def test_overview_says_what_would_decide_an_undecided_claim():
+    frame = claims.overview(_fams())
+    assert list(frame.columns) == ["claim", "source", "quote", "outcome", "decision", "effect", "interval", "n",
+                                   "n for 80%", "n for 95%", "why undecided / what would decide it"]
+    rows = {r["claim"]: r for r in frame.to_dict("records")}
+    assert rows["p-open"]["outcome"] == "inconclusive" and rows["p-open"]["n"] == "3"
+    assert rows["p-open"]["why undecided / what would decide it"].startswith("about ")
+    assert "seeds would decide it with 80% probability" in rows["p-open"]["why undecided / what would decide it"]
+    assert rows["p-none"]["decision"] == "no effect" and rows["p-none"]["why undecided / what would decide it"] == ""
+    assert rows["p-left"]["outcome"] == "not tested" and rows["p-left"]["why undecided / what would decide it"] == \
+        "Needs three sizes."
+    # an undecided check of one seed, and one whose runs had not converged
+    one = claims.paired("o", "3-D", [0.5], [0.1], setting="3-D", metric="usage", unit="seed")
+    slow = claims.paired("s", "8-D", [0.5, 0.6], [0.1, 0.1], setting="8-D", metric="usage", converged=False)
+    both = claims.paired("b", "2-D", [0.5], [0.1], setting="2-D", metric="usage", converged=False, unit="seed")
+    row = claims.overview_row(_family(one, slow, both))
+    assert row["why undecided / what would decide it"] == (
+        "3-D: 1 seed: run at least 2 to know the spread; 8-D: train longer: a run had not converged; "
+        "2-D: train longer: a run had not converged and 1 seed: run at least 2 to know the spread")
+    assert row["effect"].startswith("3-D: +0.4; 8-D: ")
+
+
+def test_a_recorded_family_reads_back_into_the_same_overview():
+    import json
+
+    fams = _fams()
+    recorded = json.loads(json.dumps({f.id: f.as_dict() for f in list(fams) + fams.left_out}))
+    again = claims.overview(list(recorded.values()))
+    assert again.to_dict("records") == claims.overview(fams).to_dict("records")
+    assert claims.paper_count(list(recorded.values()))["text"] == claims.paper_count(fams)["text"]
+    back = claims.Family.from_dict(recorded["p-open"])
+    assert back.phrase == fams[2].phrase and back.checks[0].interval_text == fams[2].checks[0].interval_text
+
+
+def test_publish_glues_every_key_and_records_left_out_families(monkeypatch):
+    glued, recorded = {}, {}
+    monkeypatch.setattr(claims.book, "glue_text", lambda k, v: glued.__setitem__(k, v))
+    monkeypatch.setattr(claims.book, "glue_table", lambda k, v: glued.__setitem__(k, v))
+    monkeypatch.setattr(claims.results, "record", lambda fig, values, **kw: recorded.update(values))
+    cfg = SimpleNamespace(provenance=lambda seeds=None: {})
+    fams = _fams()
+    claims.publish(cfg, fams, "fig-x", "pre")
+    for key in ("pre.claims.summary", "pre.claims.table", "pre.claims.overview", "pre.claims.paper_count",
+                "pre.claims.left_out", "pre.claims.power", "pre.claims.convergence", "claim.p-left.phrase",
+                "claim.p-left.outcome", "claim.p-held.phrase", "claim.a"):
+        assert key in glued, key
+    assert glued["claim.p-left.outcome"] == "not tested" and glued["claim.p-left.phrase"] == "Needs three sizes."
+    assert glued["pre.claims.left_out"] == "Not tested at these parameters: p-left: Needs three sizes."
+    assert recorded["p-left"]["outcome"] == "not tested" and "checks" in recorded["p-held"]
+    assert glued["pre.claims.paper_count"].startswith("1 of 4 claims of the paper held")
 
 
 # ------------------------------------------------------------------ convergence
@@ -380,6 +492,35 @@ def test_without_a_checkpoint_the_loss_rule_alone_decides_and_says_so():
     c = claims.convergence(old, falling, metric="perplexity")
     assert not c and "seed 0, scratch: still falling" in c.reason
     assert [r["converged"] for r in c.stages] == [True] * 3 + [False] * 2
+
+
+def test_convergence_names_its_groups_limits_its_stages_and_is_kept_with_the_claim():
+    pre_falling = SimpleNamespace(config={"seed": 3}, metrics={},
+                                  history=_history([0.2] * 10, pretrain=[1.0 - 0.05 * i for i in range(10)]))
+    c = claims.convergence([pre_falling], names=["pretrained, 2-D"])
+    assert not c and c.reason.startswith("pretrained, 2-D, seed 3, pretrain: still falling")
+    assert claims.convergence([pre_falling], stages=("finetune",)).converged        # only the stage that feeds it
+    assert not claims.convergence([pre_falling], stages=("pretrain",)).converged
+    none = claims.convergence([pre_falling], stages=("scratch",))
+    assert not none and "no stage scratch" in none.reason
+    with pytest.raises(ValueError, match="one name per group"):
+        claims.convergence([pre_falling], [pre_falling], names=["a"])
+    check = claims.paired("x", "s", [0.5, 0.6], [0.1, 0.2], metric="usage", converged=c)
+    assert check.outcome == claims.INCONCLUSIVE and check.convergence["stages"][0]["group"] == "pretrained, 2-D"
+    table = claims.convergence_table([check, check])                 # each run and stage once
+    assert list(table["stage"]) == ["pretrain", "finetune"] and list(table["converged"]) == [False, True]
+    assert list(table.columns) == ["run", "seed", "stage", "epochs", "change", "threshold", "converged", "why"]
+
+
+def test_convergence_table_shows_the_checkpoint_drift_where_recorded():
+    drifting = [_run(s, 60 + s, 40 + s) for s in range(3)]
+    settled = [_run(s, 50 + s, 49 + s) for s in range(3)]
+    check = claims.paired("x", "s", [60, 61, 62], [50, 51, 52], metric="perplexity",
+                          converged=claims.convergence(drifting, settled, metric="perplexity", names=["a", "b"]))
+    rows = claims.convergence_rows([check])
+    drift = [r for r in rows if r["stage"].startswith("perplexity")]
+    assert [r["run"] for r in drift] == ["a", "b"] and [r["converged"] for r in drift] == [False, True]
+    assert drift[0]["seed"] == "all 3" and drift[0]["threshold"] == pytest.approx(math.log(1.1))
 
 
 def test_the_book_shows_the_effects_table_from_the_code():

@@ -91,3 +91,37 @@ def test_record_writes_the_notebook_s_provenance(tmp_path, monkeypatch):
     assert record["notebook"] == "01_preliminaries" and record["profile"] == "ci" and record["seeds"] == [0]
     assert record["params"] == {**cfg.parameters()} and record["params"]["profile"] == "ci"
     assert record["provenance"]["environment"]["executor"] == cfg.executor
+
+
+def test_optimiser_steps_follow_from_the_run():
+    from vqpaper.train import RunResult
+
+    run = RunResult(config={"batch_size": 128}, history=[{"stage": "scratch", "loss": 1.0}] * 6,
+                    metrics={"n_train": 2048})
+    assert ex.optimizer_steps(run) == 96                        # 2,048 / 128 = 16 per epoch, 6 epochs
+    odd = RunResult(config={"batch_size": 128}, history=[{}] * 2, metrics={"n_train": 2049})
+    assert ex.optimizer_steps(odd) == 34                        # a last, partial batch is a step too
+    assert ex.optimizer_steps_text([run, run]) == "96 optimiser steps (2,048 images / batch 128 = 16 per epoch, × 6 epochs)"
+    assert " or " in ex.optimizer_steps_text([run, odd])
+    with pytest.raises(ConfigError, match="n_train"):
+        ex.optimizer_steps(RunResult(config={"batch_size": 128}, history=[{}]))
+
+
+def test_library_conclusion_is_computed_from_the_comparison():
+    same = [{"update": "laplace", "same_token_share": 1.0, "max_codebook_gap": 1e-6},
+            {"update": "eq5", "same_token_share": 0.6, "max_codebook_gap": 2.0}]
+    assert ex.library_conclusion(same).startswith("So the two implementations are the same algorithm")
+    ties = [{**same[0], "same_token_share": 0.9993, "max_codebook_gap": 0.0076}, same[1]]   # a few ties went either way
+    assert ex.library_conclusion(ties).startswith("So the two implementations are the same algorithm")
+    apart = [{**same[0], "same_token_share": 0.99}, same[1]]
+    assert ex.library_conclusion(apart).startswith("So the two implementations differ")
+    with pytest.raises(ConfigError, match="Laplace"):
+        ex.library_conclusion(same[1:])
+
+
+def test_extremes_sentence_never_compares_a_setting_with_itself():
+    agg = {"32": {"test_mse": {"mean": 0.01}}, "8": {"test_mse": {"mean": 0.02}}, "2": {"test_mse": {"mean": 0.05}}}
+    assert ex.extremes_sentence(agg, [32, 8, 2], "test_mse", "encoder channels") == (
+        "With 32 encoder channels the test MSE is 0.0100; with 2 it is 0.0500.")
+    one = ex.extremes_sentence(agg, [32], "test_mse", "encoder channels")
+    assert one.count("0.0100") == 1 and "a second setting would be needed" in one

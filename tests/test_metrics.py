@@ -319,3 +319,35 @@ def test_collapse_metrics_rejects_inconsistent_shapes():
         M.collapse_metrics(X, y[:-1], Z, indices, codebook, X_hat)
     with pytest.raises(ConfigError):
         M.collapse_metrics(X, y, Z, indices, codebook, X_hat, codebook_size=16)
+
+
+# --------------------------------------------------------------------------- tokens outside the embeddings
+def test_tokens_outside_counts_tokens_in_empty_space():
+    r = rng(3)
+    Z = np.concatenate([r.normal(0, 0.1, 2000), r.normal(10, 0.1, 2000)])[:, None]   # two dense 1-D clusters
+    inside = np.array([[0.0], [0.05], [10.0], [9.9]])
+    assert M.tokens_outside(Z, inside) == 0.0
+    gap = np.array([[0.0], [10.0], [5.0], [30.0]])           # one token between the clusters, one far out
+    assert M.tokens_outside(Z, gap) == 0.5
+    # [N, L, D] latents are the same vectors
+    assert M.tokens_outside(Z.reshape(2000, 2, 1), gap) == 0.5
+    assert M.tokens_outside(Z, np.array([[0.2], [9.8]])) == 0.0      # two sd out: still among the embeddings
+    # subsampled, deterministic for a seed, and the same answer here
+    assert M.tokens_outside(Z, gap, max_points=500, seed=1) == M.tokens_outside(Z, gap, max_points=500, seed=1) == 0.5
+
+
+def test_tokens_outside_refuses_bad_input():
+    Z = rng(0).normal(size=(100, 2))
+    with pytest.raises(ConfigError, match="token_dim"):
+        M.tokens_outside(Z, np.zeros((4, 3)))
+    with pytest.raises(ConfigError, match="quantile"):
+        M.tokens_outside(Z, np.zeros((4, 2)), quantile=0)
+    with pytest.raises(ConfigError, match="at least 2 latent"):
+        M.tokens_outside(Z[:1], np.zeros((4, 2)))
+
+
+def test_collapse_metrics_records_tokens_outside():
+    X, y, Z, indices, codebook, X_hat = synthetic_case(token_dim=1)
+    res = M.collapse_metrics(X, y, Z, indices, codebook, X_hat, codebook_size=32)
+    # the codebook spans [-12, 12] while the data's clusters sit at a few points: many tokens lie between them
+    assert res["tokens_outside"] == M.tokens_outside(Z, codebook) and 0 < res["tokens_outside"] < 1

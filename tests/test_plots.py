@@ -3,6 +3,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # tests never open windows, whatever the environment says
 
+import math  # noqa: E402
+
+import matplotlib.collections  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -186,3 +189,27 @@ def test_text_is_readable():
     sizes += [t.get_fontsize() for t in ax.get_xticklabels()]
     sizes += [t.get_fontsize() for t in fig.legends[0].get_texts()]
     assert min(sizes) >= 9
+
+
+def _error_bar_lengths(ax):
+    """Lengths of every error bar drawn on ``ax`` (NaN: none drawn)."""
+    out = []
+    for coll in ax.collections:
+        if isinstance(coll, matplotlib.collections.LineCollection):
+            out += [float(abs(seg[1][1] - seg[0][1])) if len(seg) == 2 else math.nan for seg in coll.get_segments()]
+    return out
+
+
+def test_one_seed_draws_no_error_bar_never_a_zero_one():
+    """A spread from one value is unknown: no error bar, never a bar of length 0 (± 0)."""
+    rows = [{"dim": 2, "method": "scratch", "coverage": 0.5, "seed": 0},
+            {"dim": 8, "method": "scratch", "coverage": 0.4, "seed": 0},
+            {"dim": 8, "method": "scratch", "coverage": 0.6, "seed": 1}]
+    ax = plots.plot_metric_bars(rows, ["coverage"], group="dim").axes[0]
+    lengths = _error_bar_lengths(ax)
+    assert len(lengths) == 2 and math.isnan(lengths[0]) and lengths[1] > 0
+    sweep = [{"codebook_size": k, "method": "scratch", "mse": m, "seed": s}
+             for k, m, s in ((16, 0.1, 0), (256, 0.05, 0), (256, 0.07, 1))]
+    ax = plots.plot_sweep(sweep, x="codebook_size", ys=["mse"], hue="method").axes[0]
+    lengths = _error_bar_lengths(ax)
+    assert 0.0 not in lengths and any(math.isnan(v) for v in lengths) and any(v > 0 for v in lengths)

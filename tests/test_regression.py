@@ -393,6 +393,20 @@ def test_a_claims_evidence_is_not_compared_on_its_own_but_its_identity_is():
     assert [m.key for m in compare(ref, same)] == ["values.claims.c1.effect"]
 
 
+def test_a_claims_convergence_report_is_evidence_across_environments():
+    conv = {"converged": True, "reason": "", "stages": [{"group": "scratch, 2-D", "seed": 0, "stage": "scratch",
+                                                         "change": 0.02, "converged": True, "why": "flattened"}]}
+    ref = seed_record([40.0, 42.0, 44.0])
+    ref["values"]["claims"]["c1"]["convergence"] = conv
+    new = seed_record([40.0, 42.0, 44.0], env=OTHER_ENV)
+    new["values"]["claims"]["c1"]["convergence"] = {**conv, "stages": [{**conv["stages"][0], "change": 0.12,
+                                                                       "converged": False, "why": "still falling"}]}
+    assert compare(ref, new) == []          # the verdict did not change: its evidence is shown, not compared
+    same = seed_record([40.0, 42.0, 44.0])
+    same["values"]["claims"]["c1"]["convergence"] = new["values"]["claims"]["c1"]["convergence"]
+    assert {m.key for m in compare(ref, same)} >= {"values.claims.c1.convergence.stages[0].converged"}
+
+
 def test_single_seed_numbers_are_not_compared_across_environments_and_are_counted(tmp_path):
     ref = seed_record([40.0, 42.0, 44.0], single=0.01)
     new = seed_record([40.0, 42.0, 44.0], env=OTHER_ENV, single=1.0)   # 100x: no seeds to judge it by

@@ -50,7 +50,15 @@ interval: that is a measurement, and it decides. An inconclusive check says whic
 
 **Families.** One sentence of the paper, checked in one or more settings: it holds when every
 check holds, is not held when any check is not held (``decision`` says "no effect",
-"negative"/"positive", or both), and is inconclusive otherwise.
+"negative"/"positive", or both), and is inconclusive otherwise. A family quotes its sentence
+(``quote``) and says where it is: a claim of the paper names a section or figure (``source``
+starting with "§", :attr:`Family.is_paper`); a companion's measure, ablation, variant or
+question, or SimVQ's own claim, says so (:data:`COMPANION_SOURCES`) and is never counted among
+the paper's claims (:func:`paper_count`: "N of M claims of the paper held, K not held, J
+undecided"). A family the parameters cannot test (a trend over one codebook size) is a
+:class:`LeftOut`, outcome "not tested", with what would test it; :class:`Families` carries both.
+Its phrase is chosen by the outcome, "no effect" having its own where given; an undecided
+family's phrase says which way its checks point, with their intervals.
 
 **Power.** Each check records the ``n`` pairs that would reach a decision with 80% and 95%
 probability if the measured effect and ``sd`` were the truth (:func:`n_needed`): when
@@ -92,7 +100,7 @@ not hold at a profile is reported as such, not hidden.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -168,7 +176,8 @@ _LOG10 = math.log(1.10)
 #: metric -> its smallest effect of interest, with the reason (the book shows this table).
 EFFECTS: dict[str, Effect] = {
     **{m: Effect(ABSOLUTE, 0.05, _SHARE) for m in (
-        "alloc_entropy", "usage", "coverage", "precision", "participation_ratio", "dead_tokens_near_origin")},
+        "alloc_entropy", "usage", "coverage", "precision", "participation_ratio", "dead_tokens_near_origin",
+        "tokens_outside")},
     "min_spread_ratio": Effect(ABSOLUTE, 0.05, "one twentieth of a faithful reconstruction's value 1 (the worst "
                                                "cluster reconstructed with its data's variance)"),
     **{m: Effect(LOG, _LOG10, _RATIO) for m in (
@@ -179,6 +188,11 @@ EFFECTS: dict[str, Effect] = {
     "log_perplexity_slope": Effect(ABSOLUTE, 0.05, "one twentieth of full use's slope: with every token used the "
                                                    "perplexity grows as K, a slope of 1 of log perplexity over "
                                                    "log K; 0.05 is a 3.5% rise per doubling of K"),
+    "log_test_mse_slope": Effect(ABSOLUTE, 0.05, "the same δ as log_perplexity_slope: a 3.5% change of the test "
+                                                 "MSE per doubling of K, which compounds to a factor 1.5 over the "
+                                                 "paper's twelve doublings (2^4 to 2^16)"),
+    "codes_used_growth": Effect(LOG, _LOG10, "a 10% larger (or smaller) growth factor of the codes used from the "
+                                             "smallest to the largest codebook"),
     "min_tokens_per_cluster": Effect(ABSOLUTE, 0.01, "a hundredth of the codebook", per_codebook=True),
     **{m: Effect(ABSOLUTE, 0.5, _PEAKS) for m in ("peaks", "embedding_peaks", "token_peaks", "peaks_with_tokens")},
 }
@@ -281,11 +295,12 @@ def _region_reason(decision: str, kind: str, delta: float, scale: str) -> str:
 
 
 def decide(differences: Sequence[float], *, delta: float = 0.0, kind: str = GREATER, converged: bool = True,
-           scale: str = ABSOLUTE, not_converged: str = "the runs had not converged") -> Decision:
+           scale: str = ABSOLUTE, not_converged: str = "the runs had not converged", unit: str = "pair") -> Decision:
     """The outcome of paired ``differences`` signed the claim's way (module docstring's tables).
 
     ``delta`` is the smallest effect of interest on ``scale`` (only used for words there);
-    ``not_converged`` the words used when ``converged`` is false.
+    ``not_converged`` the words used when ``converged`` is false; ``unit`` what a pair is, in
+    words ("seed").
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -299,15 +314,16 @@ def decide(differences: Sequence[float], *, delta: float = 0.0, kind: str = GREA
         return Decision(INCONCLUSIVE, UNDECIDED, "a value is NaN", math.nan, -math.inf, math.inf, math.nan, 0)
     effect, low, high = paired_interval(diffs)
     sd = sample_sd(diffs) if n > 1 else math.nan  # one value: its spread is unknown, not 0
+    units = f"{unit}{'s' if n != 1 else ''}"
     if kind == GREATER:
         agree = sum(d > 0 for d in diffs)
-        direction = f"points the claimed way in {agree} of {n} pair{'s' if n != 1 else ''}"
+        direction = f"points the claimed way in {agree} of {n} {units}"
     else:
         agree = sum(abs(d) < delta for d in diffs)
-        direction = f"{agree} of {n} pair{'s' if n != 1 else ''} differ by less than δ"
+        direction = f"{agree} of {n} {units} differ by less than δ"
     undecided = []
     if n < MIN_PAIRS:
-        undecided.append(f"{n} pair{'s' if n != 1 else ''}: the spread is unknown (need {MIN_PAIRS})")
+        undecided.append(f"{n} {units}: the spread is unknown (need {MIN_PAIRS})")
     elif not (math.isfinite(sd) and math.isfinite(low) and math.isfinite(high)):
         undecided.append("the spread cannot be estimated")
     if not converged:
@@ -422,9 +438,22 @@ class Claim:
     converged: bool = True
     drift: float = math.nan  # change of the effect over the last quarter of the final stage (NaN: no checkpoint)
     settled: Optional[bool] = None  # whether one more such quarter would leave the outcome as it is (None: unknown)
+    unit: str = "pair"     # what a pair is, in words ("seed")
+    convergence: Optional[dict] = None  # Convergence.as_dict() of the runs behind it, when judged
 
     def __post_init__(self):
         self.setting = self.setting or self.statement
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Claim":
+        """The claim back from its :meth:`as_dict` (e.g. read from a results JSON)."""
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        kw["labels"] = tuple(tuple(x) if isinstance(x, list) else x for x in kw.get("labels", ()))
+        for k in ("effect", "low", "high", "sd"):  # JSON writes inf/nan as null or strings
+            if k in kw:
+                kw[k] = _float_or_nan(kw[k])
+        return cls(**kw)
 
     @property
     def held(self) -> bool:
@@ -477,6 +506,16 @@ class Claim:
                 f"{_scaled(self.high, self.scale, signed=False)}]")
 
     @property
+    def direction(self) -> str:
+        """Which way the pairs point, with the interval: "points the claimed way in 3 of 3 seeds, 95% CI [...]"."""
+        units = f"{self.unit}{'s' if self.n != 1 else ''}"
+        if self.kind == EQUAL:
+            way = f"{self.n_agree} of {self.n} {units} differ by less than δ = {_scaled(self.delta, self.scale, False)}"
+        else:
+            way = f"points the claimed way in {self.n_agree} of {self.n} {units}"
+        return f"{way}, {self.interval_text}"
+
+    @property
     def verdict(self) -> str:
         """One line for the book: outcome, effect, interval and the reason."""
         return (f"{self.outcome}: effect {self.effect_text}, {self.interval_text} "
@@ -491,6 +530,11 @@ class Claim:
         d = asdict(self)
         d["labels"] = [list(x) if isinstance(x, tuple) else x for x in self.labels]
         return {**d, "margin": self.margin, "verdict": self.verdict}
+
+
+def _float_or_nan(x) -> float:
+    """A recorded number back as a float: None (JSON null) is NaN, "Infinity" strings are read."""
+    return math.nan if x is None else float(x)
 
 
 def _num(x: float, signed: bool = False) -> str:
@@ -524,7 +568,7 @@ class Convergence:
 def paired(claim_id: str, statement: str, better: Sequence[float], worse: Sequence[float],
            higher_is_better: bool = True, converged: Union[bool, Convergence, None] = True, setting: str = "", *,
            metric: Optional[str] = None, codebook_size: Optional[int] = None, kind: str = GREATER,
-           labels: Optional[Sequence] = None, checkpoint: Optional[tuple] = None) -> Claim:
+           labels: Optional[Sequence] = None, unit: str = "pair", checkpoint: Optional[tuple] = None) -> Claim:
     """Claim "``better`` beats ``worse``" pair by pair (``better[i]`` vs ``worse[i]``, usually seeds).
 
     ``metric`` names the compared metric's :data:`EFFECTS` entry (scale and smallest effect;
@@ -532,7 +576,9 @@ def paired(claim_id: str, statement: str, better: Sequence[float], worse: Sequen
     decided (the reason says so). ``kind="equal"``: the claim is that the two are the same.
     ``labels`` (e.g. the seeds) must all differ: a repeated seed is the same run twice, not a
     second pair. ``converged`` false (or a false :class:`Convergence`) makes the outcome
-    inconclusive whatever the numbers say; ``None`` counts as converged.
+    inconclusive whatever the numbers say; ``None`` counts as converged. A :class:`Convergence`
+    is kept with the claim (``Claim.convergence``: per run and stage, recorded in the results).
+    ``unit`` names a pair in the reason ("points the claimed way in 3 of 3 seeds").
 
     ``checkpoint``: ``(better, worse)`` of the same pairs at 3/4 of the final stage (the runs'
     ``checkpoint``). The effect's change since then is its ``drift``; the check is *settled* when
@@ -569,7 +615,7 @@ def paired(claim_id: str, statement: str, better: Sequence[float], worse: Sequen
     why_not = "the runs had not converged"
     if isinstance(converged, Convergence) and not converged.converged and converged.reason:
         why_not += f" ({converged.reason})"
-    d = decide(diffs, delta=eff.delta, kind=kind, converged=ok, scale=eff.scale, not_converged=why_not)
+    d = decide(diffs, delta=eff.delta, kind=kind, converged=ok, scale=eff.scale, not_converged=why_not, unit=unit)
     drift, steady = math.nan, None
     if checkpoint is not None:
         if len(checkpoint[0]) != len(better) or len(checkpoint[1]) != len(worse):
@@ -587,7 +633,9 @@ def paired(claim_id: str, statement: str, better: Sequence[float], worse: Sequen
     n_80, n_95 = (n_needed(d.effect, d.sd, eff.delta, p) for p in POWERS)
     return Claim(claim_id, statement, d.outcome, d.reason, d.effect, d.low, d.high, len(diffs), d.n_agree, setting,
                  metric=metric or "", scale=eff.scale, delta=eff.delta, kind=kind, decision=d.decision, sd=d.sd,
-                 n_80=n_80, n_95=n_95, labels=labels or (), converged=ok, drift=drift, settled=steady)
+                 n_80=n_80, n_95=n_95, labels=labels or (), converged=ok, unit=unit,
+                 convergence=converged.as_dict() if isinstance(converged, Convergence) else None, drift=drift,
+                 settled=steady)
 
 
 def settled(d: "Decision", drift: float, delta: float, kind: str = GREATER) -> Optional[bool]:
@@ -726,7 +774,8 @@ def metric_drift(runs: Sequence, metric: str, codebook_size: Optional[int] = Non
     return {**row, "drift": drift, "converged": ok, "why": why}
 
 
-def convergence(*groups: Sequence, metric: Optional[str] = None, tol: float = CONVERGENCE_TOL) -> Convergence:
+def convergence(*groups: Sequence, metric: Optional[str] = None, tol: float = CONVERGENCE_TOL,
+                names: Optional[Sequence[str]] = None, stages: Optional[Sequence[str]] = None) -> Convergence:
     """Convergence of the runs behind a check: each group is the seeds of one compared setting.
 
     Every stage before the final one by the loss rule (:func:`stage_change`: flattened, not
@@ -735,56 +784,114 @@ def convergence(*groups: Sequence, metric: Optional[str] = None, tol: float = CO
     the compared metric is judged on the check's own effect (``paired(checkpoint=...)``,
     :func:`settled`), since that is what a longer run could change. Without a checkpoint the
     final stage is judged by the loss rule too. With ``metric``, each group's own drift on it
-    (:func:`metric_drift`) is recorded for the reader (not a criterion).
+    (:func:`metric_drift`) is recorded for the reader (not a criterion). ``names`` label the
+    groups in the report (e.g. ``"pretrained, 2-D"``; default: their index). ``stages`` limits
+    the loss rule to the stages that feed the check (Fig. 2 reads the encoder after its
+    ``"pretrain"`` stage: the VQ epochs after it change nothing the check compares); a run
+    without any of them has not converged.
     """
-    stages, drift, notes, failed = [], [], [], []
+    if names is not None and len(names) != len(groups):
+        raise ValueError(f"convergence: {len(names)} names for {len(groups)} groups; give one name per group")
+    rows, drift, notes, failed = [], [], [], []
     for g, runs in enumerate(groups):
+        name = names[g] if names is not None else g
         for run in runs:
             seed = run.config.get("seed")
             report = convergence_report(run, tol)
+            if stages is not None:
+                report = [r for r in report if r["stage"] in stages]
             if not report:
-                report = [{"stage": None, **stage_change([], tol), "why": "no training history"}]
-            if getattr(run, "checkpoint", None) and math.isfinite(report[-1]["change"]):
+                why = "no training history" if stages is None else f"no stage {' or '.join(stages)} in its history"
+                report = [{"stage": None, **stage_change([], tol), "why": why}]
+            elif getattr(run, "checkpoint", None) and stages is None and math.isfinite(report[-1]["change"]):
                 last = report[-1]
                 rising = last["change"] < -tol
                 report[-1] = {**last, "converged": not rising, "rule": "final stage: not rising (the check's "
                               "effect is judged on its drift since the checkpoint)",
                               "why": last["why"] if rising else f"not rising ({last['why']})"}
             for row in report:
-                stages.append({"group": g, "seed": seed, **row})
+                rows.append({"group": name, "seed": seed, **row})
                 if not row["converged"]:
-                    failed.append(f"seed {seed}, {row['stage'] or 'training'}: {row['why']}")
+                    who = f"{name}, seed {seed}" if names is not None else f"seed {seed}"
+                    failed.append(f"{who}, {row['stage'] or 'training'}: {row['why']}")
         if metric is not None and runs:
-            row = {"group": g, **metric_drift(runs, metric)}
+            row = {"group": name, **metric_drift(runs, metric)}
             drift.append(row)
             if row["converged"] is None:
                 notes.append(row["why"])
-    return Convergence(not failed, "; ".join(failed), stages, drift, sorted(set(notes)))
+    return Convergence(not failed, "; ".join(failed), rows, drift, sorted(set(notes)))
 
 
 # ------------------------------------------------------------------ one sentence of the paper
+#: A claim of the paper names a section or figure of Zhao et al. ("§3.1.1, Fig. 3"); every other
+#: family says whose it is with one of ``COMPANION_SOURCES`` and is never counted among the
+#: paper's claims ("N of M claims of the paper").
+PAPER_SOURCE = "§"
+COMPANION_SOURCES = ("companion measure of ", "companion ablation of ", "companion variant", "companion question",
+                     "SimVQ (Zhu, Li et al. 2024)")
+#: The outcome of a family that these parameters cannot test (e.g. a trend over one codebook size).
+NOT_TESTED = "not tested"
+
+
+def is_paper_source(source: str) -> bool:
+    """Whether ``source`` is a section or figure of the paper (not a companion measure, variant or question)."""
+    return source.startswith(PAPER_SOURCE)
+
+
+def _check_source(fid: str, source: str, quote: str) -> None:
+    if not (is_paper_source(source) or source.startswith(COMPANION_SOURCES)):
+        raise ValueError(f"family {fid}: source {source!r} must be a section of the paper (starting with "
+                         f"{PAPER_SOURCE!r}, e.g. '§3.1.1, Fig. 3') or start with one of {COMPANION_SOURCES}")
+    if is_paper_source(source) and not quote.strip():
+        raise ValueError(f"family {fid}: a claim of the paper ({source}) needs the sentence it tests as its quote")
+
+
 @dataclass
 class Family:
-    """One claim of the paper (one sentence, one direction), checked in one or more settings.
+    """One sentence of the paper (one claim, one direction), checked in one or more settings.
 
-    ``checks`` all point the way the sentence does, so they are never summed against checks of
-    the opposite direction. The family **holds** when every check holds, is **not held** when
-    any check is not held, and is **inconclusive** otherwise. ``phrases`` give the book's
-    sentence for each outcome, so prose is computed from the verdict, never typed next to it.
+    ``quote`` is the paper's sentence (short), ``paper`` the claim in our words, ``source``
+    where it is (:data:`PAPER_SOURCE`) or whose it is (:data:`COMPANION_SOURCES`). ``checks``
+    all point the way the sentence does, so they are never summed against checks of the
+    opposite direction. The family **holds** when every check holds, is **not held** when any
+    check is not held, and is **inconclusive** otherwise. ``phrases`` give the book's sentence
+    for each outcome (``held``, ``not held``: the other way, ``inconclusive``, and optionally
+    ``no effect``: not held because no effect larger than δ was found), so prose is computed
+    from the verdict, never typed next to it.
     """
 
     id: str                   # no parameter values in it: the book and the results page name it
-    source: str               # where in the paper, e.g. "§3.1.1, Fig. 3"
+    source: str               # where in the paper, e.g. "§3.1.1, Fig. 3", or "companion question"
     paper: str                # the claim, in our words
     checks: Sequence[Claim]
-    phrases: dict             # outcome -> sentence
+    phrases: dict             # outcome (and optionally "no effect") -> sentence
+    quote: str = ""           # the paper's sentence, short
 
     def __post_init__(self):
         missing = [o for o in OUTCOMES if o not in self.phrases]
         if missing:
             raise ValueError(f"family {self.id}: phrases for {missing} missing; give one per outcome {OUTCOMES}")
+        unknown = sorted(set(self.phrases) - set(OUTCOMES) - {NO_EFFECT})
+        if unknown:
+            raise ValueError(f"family {self.id}: phrases for unknown outcomes {unknown}; allowed: "
+                             f"{OUTCOMES + (NO_EFFECT,)}")
         if not self.checks:
             raise ValueError(f"family {self.id}: no checks")
+        _check_source(self.id, self.source, self.quote)
+
+    @property
+    def is_paper(self) -> bool:
+        """A claim of the paper (counted in "N of M claims of the paper"), not a companion's."""
+        return is_paper_source(self.source)
+
+    @property
+    def metric(self) -> str:
+        """The metric(s) the checks compare, e.g. ``"perplexity"``."""
+        return ", ".join(dict.fromkeys(c.metric or "undeclared" for c in self.checks))
+
+    @property
+    def kind(self) -> str:
+        return ", ".join(dict.fromkeys(c.kind for c in self.checks))
 
     @property
     def outcome(self) -> str:
@@ -816,16 +923,108 @@ class Family:
         return f"undecided in {len(open_)} of {n}: " + "; ".join(f"{c.setting} ({c.reason})" for c in open_)
 
     @property
+    def directions(self) -> str:
+        """Where undecided, which way each undecided check points, with its interval."""
+        return "; ".join(f"{c.setting}: {'the runs had not converged; ' if not c.converged else ''}{c.direction}"
+                         for c in self.checks if c.outcome == INCONCLUSIVE)
+
+    @property
     def phrase(self) -> str:
+        """The sentence of the outcome; "no effect" has its own where given; an undecided one says where it points."""
+        if self.outcome == NOT_HELD and self.decision == NO_EFFECT and NO_EFFECT in self.phrases:
+            return self.phrases[NO_EFFECT]
+        if self.outcome == INCONCLUSIVE:
+            return f"{self.phrases[INCONCLUSIVE].rstrip('.')} ({self.directions})."
         return self.phrases[self.outcome]
 
     @property
     def verdict(self) -> str:
         return f"{self.outcome} ({self.reason})"
 
+    @property
+    def n(self) -> int:
+        """The fewest pairs of any check."""
+        return min(c.n for c in self.checks)
+
+    def n_needed(self, target: float) -> Optional[int]:
+        """Pairs that would decide every check with probability ``target`` (one of ``POWERS``): the most any
+        check needs; None when one needs more than ``N_CAP`` or its spread is unknown."""
+        needed = [{0.80: c.n_80, 0.95: c.n_95}[target] for c in self.checks]
+        return None if any(n is None for n in needed) else max(needed)
+
     def as_dict(self) -> dict:
-        return {"id": self.id, "source": self.source, "paper": self.paper, "outcome": self.outcome,
-                "decision": self.decision, "verdict": self.verdict, "checks": {c.id: c.as_dict() for c in self.checks}}
+        return {"id": self.id, "source": self.source, "is_paper": self.is_paper, "quote": self.quote,
+                "paper": self.paper, "metric": self.metric, "kind": self.kind, "outcome": self.outcome,
+                "decision": self.decision, "n": self.n, "n_80": self.n_needed(0.80), "n_95": self.n_needed(0.95),
+                "phrase": self.phrase, "phrases": dict(self.phrases),
+                "verdict": self.verdict, "checks": {c.id: c.as_dict() for c in self.checks}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Family":
+        """The family back from its :meth:`as_dict` (its phrase becomes the phrase of its outcome)."""
+        checks = [Claim.from_dict(c) for c in d["checks"].values()]
+        phrases = d.get("phrases") or {o: d.get("phrase", "") for o in OUTCOMES}
+        return cls(d["id"], d["source"], d.get("paper", ""), checks, phrases, d.get("quote", ""))
+
+
+@dataclass
+class LeftOut:
+    """A family these parameters cannot test (e.g. a trend over one codebook size), and why.
+
+    Published like a family (its glue keys exist, its outcome is :data:`NOT_TESTED`) so the
+    book says what would test it instead of comparing a setting with itself.
+    """
+
+    id: str
+    source: str
+    paper: str
+    why: str                  # a sentence: what is missing and which parameters would test it
+    quote: str = ""
+    outcome: str = field(default=NOT_TESTED, init=False)
+
+    def __post_init__(self):
+        _check_source(self.id, self.source, self.quote)
+
+    @property
+    def is_paper(self) -> bool:
+        return is_paper_source(self.source)
+
+    @property
+    def phrase(self) -> str:
+        return self.why
+
+    @property
+    def verdict(self) -> str:
+        return f"{NOT_TESTED} ({self.why.rstrip('.')})"
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "source": self.source, "is_paper": self.is_paper, "quote": self.quote,
+                "paper": self.paper, "outcome": NOT_TESTED, "why": self.why, "verdict": self.verdict}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LeftOut":
+        return cls(d["id"], d["source"], d.get("paper", ""), d["why"], d.get("quote", ""))
+
+
+class Families(list):
+    """The families of a notebook (a list of :class:`Family`) and those it left out (``left_out``)."""
+
+    def __init__(self, families=(), left_out=()):
+        super().__init__(families)
+        self.left_out: list = list(left_out)
+
+    def __add__(self, other):
+        return Families(list(self) + list(other), self.left_out + list(getattr(other, "left_out", [])))
+
+
+def _items(items) -> list:
+    """Families and left-out families (also read back from recorded dicts)."""
+    out = []
+    for item in list(items) + list(getattr(items, "left_out", [])):
+        if isinstance(item, dict):
+            item = Family.from_dict(item) if "checks" in item else LeftOut.from_dict(item)
+        out.append(item)
+    return out
 
 
 # ------------------------------------------------------------------ counts and tables
@@ -834,6 +1033,74 @@ def count(checks: Sequence) -> str:
     parts = [f"{sum(c.outcome == o for c in checks)} {o}" for o in OUTCOMES
              if any(c.outcome == o for c in checks)]
     return ", ".join(parts) if parts else "no checks"
+
+
+def paper_count(items) -> dict:
+    """The paper's claims among ``items`` (families, left-out ones, or their recorded dicts), by outcome.
+
+    ``{"claims", "held", "not held", "undecided", "not tested", "text"}``; ``text`` reads "3 of 5
+    claims of the paper held, 1 not held, 1 undecided" (and how many these parameters left untested).
+    """
+    paper = [f for f in _items(items) if f.is_paper]
+    n = {o: sum(f.outcome == o for f in paper) for o in (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTED)}
+    out = {"claims": len(paper), HELD: n[HELD], NOT_HELD: n[NOT_HELD], "undecided": n[INCONCLUSIVE],
+           NOT_TESTED: n[NOT_TESTED]}
+    if not paper:
+        return {**out, "text": "no claim of the paper is checked here"}
+    text = (f"{n[HELD]} of {len(paper)} claim{'s' if len(paper) != 1 else ''} of the paper held, "
+            f"{n[NOT_HELD]} not held, {n[INCONCLUSIVE]} undecided")
+    if n[NOT_TESTED]:
+        text += f", {n[NOT_TESTED]} not tested at these parameters"
+    return {**out, "text": text}
+
+
+def _joined(checks: Sequence[Claim], text) -> str:
+    if len(checks) == 1:
+        return text(checks[0])
+    return "; ".join(f"{c.setting}: {text(c)}" for c in checks)
+
+
+def _what_would_decide(f: Family) -> str:
+    """For an undecided family: why, and what would decide it (more seeds, longer training)."""
+    out = []
+    for c in f.checks:
+        if c.outcome != INCONCLUSIVE:
+            continue
+        needs = []
+        if not c.converged:
+            needs.append("train longer: a run had not converged")
+        if not c.spread_known:
+            needs.append(f"{c.n} {c.unit}{'s' if c.n != 1 else ''}: run at least {MIN_PAIRS} to know the spread")
+        elif c.n_80 is None:
+            needs.append(f"more than {N_CAP} {c.unit}s would be needed at this effect and spread")
+        elif c.converged:
+            needs.append(f"about {c.n_80} {c.unit}s would decide it with 80% probability ({c.n_95} for 95%)")
+        need = " and ".join(needs)
+        out.append(f"{c.setting}: {need}" if len(f.checks) > 1 else need)
+    return "; ".join(out)
+
+
+def overview_row(item) -> dict:
+    """One row of the claims overview: claim, source, quote, outcome, numbers, what would decide it."""
+    if isinstance(item, LeftOut):
+        return {"claim": item.id, "source": item.source, "quote": item.quote or item.paper, "outcome": NOT_TESTED,
+                "decision": NOT_TESTED, "effect": "", "interval": "", "n": "", "n for 80%": "", "n for 95%": "",
+                "why undecided / what would decide it": item.why}
+    checks = list(item.checks)
+    return {"claim": item.id, "source": item.source, "quote": item.quote or item.paper, "outcome": item.outcome,
+            "decision": item.decision, "effect": _joined(checks, lambda c: c.effect_text),
+            "interval": _joined(checks, lambda c: c.interval_text),
+            "n": ", ".join(dict.fromkeys(str(c.n) for c in checks)),
+            "n for 80%": _joined(checks, lambda c: c.n_needed_text(0.80)),
+            "n for 95%": _joined(checks, lambda c: c.n_needed_text(0.95)),
+            "why undecided / what would decide it": _what_would_decide(item)}
+
+
+def overview(items):
+    """:func:`overview_row` of every family and left-out family (or their recorded dicts), as a DataFrame."""
+    import pandas as pd  # heavy: only notebooks and the book show tables
+
+    return pd.DataFrame([overview_row(f) for f in _items(items)])
 
 
 def _rows(items: Sequence):
@@ -868,32 +1135,87 @@ def power_table(items: Sequence):
                          for f, c in _rows(items)])
 
 
-def family_table(families: Sequence[Family]):
-    """One row per family: the claim, where the paper makes it, the verdict."""
+def convergence_rows(items: Sequence) -> list[dict]:
+    """Every run and stage behind the checks (each once), then each group's checkpoint drift where recorded.
+
+    Columns: run (the compared setting), seed, stage, epochs, change, threshold, converged, why;
+    a drift row has the metric's name as its stage, its mean drift as change and δ as threshold.
+    """
+    seen, stages, drift = set(), [], []
+    for _, c in _rows(items):
+        conv = c.convergence or {}
+        for r in conv.get("stages", []):
+            key = (r["group"], r["seed"], r["stage"])
+            if key not in seen:
+                seen.add(key)
+                stages.append({"run": r["group"], "seed": r["seed"], "stage": r["stage"] or "training",
+                               "epochs": r["epochs"], "change": r["change"], "threshold": r["threshold"],
+                               "converged": r["converged"], "why": r["why"]})
+        for r in conv.get("drift", []):
+            key = (r["group"], "drift", r["metric"])
+            if key not in seen and r["converged"] is not None:
+                seen.add(key)
+                drift.append({"run": r["group"], "seed": f"all {r['n']}", "stage": f"{r['metric']} at the end "
+                              f"against the checkpoint", "epochs": math.nan, "change": r["drift"],
+                              "threshold": r["delta"], "converged": r["converged"], "why": r["why"]})
+    return stages + drift
+
+
+def convergence_table(items: Sequence):
+    """:func:`convergence_rows` as a DataFrame (numbers rounded for display)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(convergence_rows(items), columns=["run", "seed", "stage", "epochs", "change", "threshold",
+                                                           "converged", "why"])
+    return frame.round({"change": 3, "threshold": 3})
+
+
+def family_table(families: Sequence) -> "object":
+    """One row per family (and left-out family): the claim, where the paper makes it, the verdict."""
     import pandas as pd  # heavy: only notebooks show tables
 
-    return pd.DataFrame([{"claim (paper)": f"{f.paper} ({f.source})", "verdict": f.verdict} for f in families])
+    return pd.DataFrame([{"claim (paper)": f"{f.paper} ({f.source})", "verdict": f.verdict}
+                         for f in _items(families)])
+
+
+def left_out_sentence(families) -> str:
+    """What these parameters could not test, and why (or that every family was tested)."""
+    left = list(getattr(families, "left_out", []))
+    if not left:
+        return "Every family of this notebook was tested at these parameters."
+    return "Not tested at these parameters: " + "; ".join(f"{f.id}: {f.why.rstrip('.')}" for f in left) + "."
 
 
 def publish(cfg, families: Sequence[Family], figure_id: str, prefix: str):
     """Glue and record a notebook's verdicts; returns the table of checks to display.
 
     Glues ``claim.<family id>`` (the verdict line), ``claim.<family id>.phrase`` (the sentence
-    of its outcome), ``claim.<family id>.outcome``, ``claim.<check id>`` for every check,
-    ``<prefix>.claims.summary`` (outcomes counted over families, never over checks) and
-    ``<prefix>.claims.table`` (one row per family); records every family under ``figure_id``
-    with ``cfg``'s provenance (``config.NotebookParams.provenance``).
+    of its outcome), ``claim.<family id>.outcome``, ``claim.<check id>`` for every check (a
+    left-out family, :class:`LeftOut`, gets the first three, its outcome "not tested");
+    ``<prefix>.claims.summary`` (outcomes counted over families, never over checks),
+    ``<prefix>.claims.table`` (one row per family), ``<prefix>.claims.overview`` (:func:`overview`),
+    ``<prefix>.claims.paper_count`` (:func:`paper_count`'s text), ``<prefix>.claims.left_out``
+    (:func:`left_out_sentence`), ``<prefix>.claims.power`` (:func:`power_table`) and
+    ``<prefix>.claims.convergence`` (:func:`convergence_table`); records every family (with
+    its checks' convergence per run and stage) and every left-out one under ``figure_id`` with
+    ``cfg``'s provenance (``config.NotebookParams.provenance``).
     """
-    ids = [f.id for f in families] + [c.id for f in families for c in f.checks]
+    left = list(getattr(families, "left_out", []))
+    ids = [f.id for f in families] + [c.id for f in families for c in f.checks] + [f.id for f in left]
     if len(set(ids)) != len(ids):  # each is a glue key: a repeat is a book-build warning
         raise ValueError(f"publish: family and check ids must all differ, got {sorted(ids)}")
-    for f in families:
+    for f in list(families) + left:
         book.glue_text(f"claim.{f.id}", f.verdict)
         book.glue_text(f"claim.{f.id}.phrase", f.phrase)
         book.glue_text(f"claim.{f.id}.outcome", f.outcome)
-        for c in f.checks:
+        for c in getattr(f, "checks", []):
             book.glue_text(f"claim.{c.id}", c.verdict)
-    book.glue_text(f"{prefix}.claims.summary", count(families))
+    book.glue_text(f"{prefix}.claims.summary", count(families) + (f"; {len(left)} not tested" if left else ""))
     book.glue_table(f"{prefix}.claims.table", family_table(families))
-    results.record(figure_id, {f.id: f.as_dict() for f in families}, **cfg.provenance())
+    book.glue_table(f"{prefix}.claims.overview", overview(families))
+    book.glue_text(f"{prefix}.claims.paper_count", paper_count(families)["text"])
+    book.glue_text(f"{prefix}.claims.left_out", left_out_sentence(families))
+    book.glue_table(f"{prefix}.claims.power", power_table(families))
+    book.glue_table(f"{prefix}.claims.convergence", convergence_table(families))
+    results.record(figure_id, {f.id: f.as_dict() for f in list(families) + left}, **cfg.provenance())
     return table(families)

@@ -295,6 +295,45 @@ def summary_frame(rows_: Sequence[dict], by: Sequence[str], metrics: Sequence[st
 NNBSP = "\u202f"  # narrow no-break space
 
 
+def optimizer_steps(run: RunResult) -> int:
+    """The optimiser steps a CIFAR-10 run took: per epoch of its history, ceil(training images / batch size)."""
+    n = run.metrics.get("n_train")
+    if n is None:
+        raise ConfigError(f"optimizer_steps: the run has no n_train among its metrics ({sorted(run.metrics)})")
+    return len(run.history) * -(-int(n) // int(run.config["batch_size"]))
+
+
+def optimizer_steps_text(results: Sequence[RunResult]) -> str:
+    """The optimiser steps of runs, in words, with how they follow from the run: "96 optimiser steps (2,048 images /
+    batch 128 = 16 per epoch, × 6 epochs)"; runs with different counts give each."""
+    parts = {}
+    for r in results:
+        n, b, epochs = int(r.metrics["n_train"]), int(r.config["batch_size"]), len(r.history)
+        per = -(-n // b)
+        parts.setdefault(f"{optimizer_steps(r):,} optimiser steps ({n:,} images / batch {b} = {per} per epoch, "
+                         f"× {epochs} epoch{'s' if epochs != 1 else ''})", None)
+    if not parts:
+        raise ConfigError("optimizer_steps_text: no runs")
+    return " or ".join(parts)
+
+
+def extremes_sentence(summary_: dict, values: Sequence, metric: str, what: str, fmt: str = ".4f") -> str:
+    """The mean ``metric`` at the first and the last of ``values`` (e.g. the widest and the narrowest encoder), as
+    a sentence; with one value, that value alone and what a comparison needs (never a value against itself).
+
+    ``summary_``: :func:`summary` keyed by ``str(value)``; ``what``: the unit in words ("encoder channels").
+    """
+    values = list(dict.fromkeys(values))
+    if not values:
+        raise ConfigError("extremes_sentence: no values")
+    mean = {v: format(summary_[str(v)][metric]["mean"], fmt) for v in values}
+    name = {"test_mse": "test MSE", "mse": "MSE"}.get(metric, metric.replace("_", " "))
+    if len(values) == 1:
+        return (f"With {values[0]} {what} the {name} is {mean[values[0]]}; a second setting would be needed to "
+                f"compare.")
+    return f"With {values[0]} {what} the {name} is {mean[values[0]]}; with {values[-1]} it is {mean[values[-1]]}."
+
+
 def label_rows(rows_: Sequence[dict], name: str, template: str) -> list[dict]:
     """Add ``name = template.format(**row)`` to every row (e.g. ``"scratch, hidden 4"``: one plot hue)."""
     for row in rows_:
@@ -524,6 +563,27 @@ def compare_ema_with_library(codebook_size: int = 128, token_dim: int = 1, decay
                     "library_at_origin": int((lib_codebook.norm(dim=1) < 1e-3).sum()),
                     "steps": steps, "codebook_size": codebook_size, "token_dim": token_dim})
     return out
+
+
+#: Our EMA-VQ and the library's count as the same algorithm when, both smoothing the counts, they give the same
+#: token to at least this share of the latents. Not 100%: the same update computed in another order leaves the
+#: tokens a float rounding apart, and a latent within rounding of halfway between two tokens can then take
+#: either (after which the two codebooks drift a little apart); eq. (5) against the library disagrees far more.
+SAME_ALGORITHM_SHARE = 0.999
+
+
+def library_conclusion(rows: Sequence[dict]) -> str:
+    """Whether the two EMA-VQs agree once both smooth the counts, over every row of :func:`compare_ema_with_library`."""
+    lap = [r for r in rows if r["update"] == "laplace"]
+    if not lap:
+        raise ConfigError("library_conclusion: no row with the Laplace-smoothed update")
+    worst_share = min(r["same_token_share"] for r in lap)
+    worst_gap = max(r["max_codebook_gap"] for r in lap)
+    if worst_share >= SAME_ALGORITHM_SHARE:
+        return (f"So the two implementations are the same algorithm up to float rounding once both smooth the "
+                f"counts (at least {worst_share:.2%} of the choices agreed; codebooks at most {worst_gap:.2g} apart).")
+    return (f"So the two implementations differ even when both smooth the counts: as few as {worst_share:.2%} of "
+            f"the choices agreed and the codebooks ended up to {worst_gap:.3g} apart.")
 
 
 def library_difference_sentence(rows: Sequence[dict]) -> str:

@@ -56,6 +56,7 @@ __all__ = [
     "distinct_code_tuples",
     "quantization_error",
     "dead_tokens_near_origin",
+    "tokens_outside",
     "collapse_metrics",
     "COLLAPSE_METRIC_KEYS",
 ]
@@ -561,13 +562,19 @@ def distinct_code_tuples(indices):
     return int(np.unique(idx.reshape(idx.shape[0], -1), axis=0).shape[0])
 
 
-def _latents(Z, codebook, indices):
+def _embeddings_and_codebook(Z, codebook):
+    """``Z`` and ``codebook`` as float arrays, the codebook ``[K, D]`` with Z's last axis D."""
     z = _float(Z, "Z")
     cb = _float(codebook, "codebook")
     if cb.ndim != 2:
         raise ConfigError(f"codebook must be [K, D], got shape {cb.shape}")
     if z.shape[-1] != cb.shape[1]:
         raise ConfigError(f"Z has token_dim {z.shape[-1]} but codebook has {cb.shape[1]}; they must match")
+    return z, cb
+
+
+def _latents(Z, codebook, indices):
+    z, cb = _embeddings_and_codebook(Z, codebook)
     idx = _int(indices, "indices", cb.shape[0], "codebook size (rows of codebook)")
     if idx.shape != z.shape[:-1]:
         raise ConfigError(f"indices has shape {idx.shape} but Z has {z.shape}; indices must be Z.shape[:-1]")
@@ -602,12 +609,44 @@ def dead_tokens_near_origin(codebook, indices, radius=None):
     return float(np.count_nonzero((counts == 0) & (norms <= radius)) / cb.shape[0])
 
 
+def tokens_outside(Z, codebook, quantile=0.99, max_points=10_000, seed=0):
+    """Share of the K tokens lying outside the distribution of the embeddings (§3.2, Fig. 5 (a)).
+
+    The paper sees "parts of the tokens distribution lie outside the embeddings distribution"
+    with a narrow encoder. Made concrete: the embeddings' own spacing sets the scale. For each
+    latent vector of ``Z`` (``[N, D]`` or ``[N, L, D]``, as ``[N·L, D]``) take the distance to its
+    nearest *other* latent vector; ``r`` is the ``quantile`` (99%) of these distances, the gap
+    that only the sparsest 1% of the embeddings see around them. A token is *outside* when its
+    distance to the nearest latent vector exceeds ``r``: it sits in empty space, farther from
+    every embedding than nearly every embedding is from its neighbour. Returns the share of the
+    ``codebook``'s K tokens (used or not) that are outside, in [0, 1]. With more than
+    ``max_points`` latent vectors, both distances use the same seeded subsample of
+    ``max_points`` of them (thinning widens both alike).
+    """
+    z, cb = _embeddings_and_codebook(Z, codebook)
+    if not 0 < quantile <= 1:
+        raise ConfigError(f"quantile must be in (0, 1], got {quantile!r}")
+    z = z.reshape(-1, cb.shape[1])
+    max_points = _positive_int(max_points, "max_points", minimum=2)
+    if z.shape[0] < 2:
+        raise ConfigError(f"Z needs at least 2 latent vectors to measure their spacing, got {z.shape[0]}")
+    if z.shape[0] > max_points:
+        z = z[np.sort(np.random.default_rng(seed).choice(z.shape[0], size=max_points, replace=False))]
+    from sklearn.neighbors import NearestNeighbors  # heavy (~1 s to import): only where a metric needs it
+
+    nn = NearestNeighbors(n_neighbors=2).fit(z)
+    spacing = nn.kneighbors(z)[0][:, 1]            # column 0 is the point itself
+    r = float(np.quantile(spacing, quantile))
+    to_tokens = nn.kneighbors(cb, n_neighbors=1)[0][:, 0]
+    return float(np.count_nonzero(to_tokens > r) / cb.shape[0])
+
+
 # --------------------------------------------------------------------------- everything at once
 
 #: Keys :func:`collapse_metrics` always returns; label metrics need ``y``, peak metrics token_dim 1.
 COLLAPSE_METRIC_KEYS = (
     "perplexity", "usage", "mse", "sliced_wasserstein", "precision", "coverage",
-    "participation_ratio", "quantization_error", "distinct_code_tuples", "dead_tokens_near_origin",
+    "participation_ratio", "quantization_error", "distinct_code_tuples", "dead_tokens_near_origin", "tokens_outside",
 )
 LABEL_METRIC_KEYS = ("alloc_entropy", "min_tokens_per_cluster", "min_spread_ratio", "class_spread_min")
 PEAK_METRIC_KEYS = ("embedding_peaks", "token_peaks", "peaks_with_tokens")
@@ -626,7 +665,8 @@ def collapse_metrics(X, y, Z, indices, codebook, X_hat, codebook_size=None, n_cl
     - reconstruction: ``mse``, ``sliced_wasserstein`` (X_hat vs X, 128 projections, ``seed``),
       ``precision``, ``coverage`` (real = X, fake = X_hat, ``k``);
     - embeddings: ``participation_ratio`` (normalised, in (0, 1]), ``quantization_error``,
-      ``distinct_code_tuples``, ``dead_tokens_near_origin``;
+      ``distinct_code_tuples``, ``dead_tokens_near_origin``, ``tokens_outside`` (share of the
+      tokens outside the embeddings' distribution; ``max_points`` latents, ``seed``);
     - with labels ``y``: ``alloc_entropy``, ``min_tokens_per_cluster``, ``min_spread_ratio``,
       ``class_spread_min``;
     - with token_dim 1 (``Z.shape[-1] == 1``): ``embedding_peaks`` (KDE peaks of all
@@ -670,6 +710,7 @@ def collapse_metrics(X, y, Z, indices, codebook, X_hat, codebook_size=None, n_cl
     out["quantization_error"] = quantization_error(z, cb, idx)
     out["distinct_code_tuples"] = distinct_code_tuples(idx.reshape(n, -1))
     out["dead_tokens_near_origin"] = dead_tokens_near_origin(cb, idx)
+    out["tokens_outside"] = tokens_outside(z, cb, max_points=max_points, seed=seed)
 
     if y is not None:
         lab = _int(y, "y")

@@ -82,6 +82,7 @@ SCALES: dict[str, str] = {
     # reproduced one, so it is treated as a share too)
     "usage": BOUNDED, "coverage": BOUNDED, "precision": BOUNDED, "alloc_entropy": BOUNDED,
     "participation_ratio": BOUNDED, "min_spread_ratio": BOUNDED, "dead_tokens_near_origin": BOUNDED,
+    "tokens_outside": BOUNDED,
 }
 
 
@@ -702,7 +703,9 @@ def compare_cross(figure: str, ref: Mapping[str, Any], new: Mapping[str, Any], k
         if not key.endswith(".outcome") or ref[key] not in OUTCOMES or key in handled:
             continue
         prefix = key[: -len(".outcome")]
-        fields = [k for k in keys if k.startswith(prefix + ".") and "." not in k[len(prefix) + 1:]]
+        # its own fields, and the convergence report behind it (per run and stage: evidence too)
+        fields = [k for k in keys if k.startswith(prefix + ".") and ("." not in k[len(prefix) + 1:]
+                                                                    or k.startswith(prefix + ".convergence."))]
         for k in fields:
             (identity if k[len(prefix) + 1:].split("[")[0] in CLAIM_IDENTITY else handled).add(k)
         _compare_outcome(figure, prefix, ref, new, out)
