@@ -52,6 +52,7 @@ pretrain_epochs = None    # autoencoder pretraining ...
 finetune_epochs = None    # ... then VQ fine-tuning
 train_images = None       # use only this many training images, None means all of them
 kmeans_vectors = None     # K-means initialisation on a random sample of this many latents, None means all
+lr = None                 # learning rate of Adam (amsgrad); the paper's is 3e-4
 seeds = None              # list of model seeds
 cifar10 = None            # path to an npz file or a torchvision folder, None means env VQPAPER_CIFAR10 or a download
 device = None             # "auto", "cpu" or "cuda"

@@ -67,6 +67,7 @@ cifar_scratch_epochs = None  # CIFAR-10 VQ-VAE trained from scratch, EMA or SimV
 cifar_pretrain_epochs = None # CIFAR-10 autoencoder pretraining ...
 cifar_finetune_epochs = None # ... then EMA-VQ fine-tuning
 cifar_seeds = None           # list of model seeds for the CIFAR-10 runs
+cifar_lr = None              # CIFAR-10 learning rate of Adam (amsgrad); the paper's is 3e-4
 train_images = None          # use only this many training images, a number above the data size means all
 kmeans_vectors = None        # K-means initialisation on a random sample of this many latents, None means all
 cifar10 = None               # path to an npz file or a torchvision folder, None means env VQPAPER_CIFAR10 or a download

@@ -102,7 +102,7 @@ CONFIG_ROWS = [
     # notebook parameters (what papermill's -p injects)
     ("unknown profile", nb(NB02, "fast"), ConfigError, ["profile", "'fast'", "'ci'", "'paper'"]),
     ("unknown notebook parameter", nb(NB02, codebook_size=16), ConfigError, ["codebook_size", "allowed", "seeds"]),
-    ("seeds int", nb(NB02, seeds=3), ConfigError, ["seeds", "3", "list", "[0, 1, 2]"]),
+    ("seeds int", nb(NB02, seeds=3), ConfigError, ["seeds", "3", "list", "[0, 1, 2, 3, 4, 5]"]),
     ("seeds str", nb(NB02, seeds="all"), ConfigError, ["seeds", "'all'", "list"]),
     ("seeds text of an int", nb(NB02, seeds="3"), ConfigError, ["seeds", "3", "list"]),
     ("seeds of str", nb(NB02, seeds=["a"]), ConfigError, ["seeds", "'a'", "list of int"]),

@@ -36,7 +36,8 @@ def test_presets_are_valid_and_documented(name):
     for row in config.describe(name):
         assert row["meaning"] and row["accepts"] in {k.name for k in (
             config.POSITIVE, config.NONNEG, config.POSITIVE_LIST, config.PER_DIM_LIST, config.SEED_LIST,
-            config.OPTIONAL_POSITIVE, config.OPTIONAL_PATH, config.FLAG, config.DEVICE, config.REMEDY_LIST)}
+            config.OPTIONAL_POSITIVE, config.OPTIONAL_PATH, config.FLAG, config.DEVICE, config.REMEDY_LIST,
+            config.POSITIVE_NUMBER)}
 
 
 NB04, NB05 = "04_embeddings_collapse", "05_simvq_comparison"

@@ -38,7 +38,10 @@ def test_setup_reads_exactly_the_notebook_s_parameters_from_its_namespace():
 def _sweep_names(source: str) -> set:
     import re
 
-    return set(re.findall(r'(?:run_sweep|remedy_runs)\(run_list, "([^"]+)"', source))
+    named = set(re.findall(r'(?:run_sweep|remedy_runs)\(run_list, "([^"]+)"', source))
+    for group in re.findall(r'run_sweeps\(run_list, \[([^\]]+)\]\)', source):  # several sweeps as one
+        named |= set(re.findall(r'"([^"]+)"', group))
+    return named
 
 
 @pytest.mark.parametrize("notebook", sorted(config.PRESETS))
@@ -46,7 +49,8 @@ def test_each_notebook_runs_every_sweep_of_its_run_list_and_only_those(notebook)
     from conftest import REPO
 
     source = (REPO / "notebooks" / f"{notebook}.py").read_text()
-    listed = set(ex.run_list(config.notebook_config(notebook, "ci")))
+    # every sweep either profile has (06 runs CIFAR-10 only where its `cifar` parameter says so)
+    listed = {n for profile in config.PROFILES for n in ex.run_list(config.notebook_config(notebook, profile))}
     named = _sweep_names(source) or {n for n in listed if f'"{n}"' in source}
     assert named == listed, (named, listed)
 

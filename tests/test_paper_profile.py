@@ -126,9 +126,10 @@ def test_plan_command_lists_the_runs_and_estimates_the_time(capsys, tmp_path, mo
     assert cli.main(["plan", "--profile", "paper", "--notebook", "01", "--gpus", "4"]) == 0
     out = capsys.readouterr().out
     runs = [line for line in out.splitlines() if line.startswith("01_preliminaries ") and "seed" in line]
-    assert len(runs) == 10  # 5 seeds x (scratch, pretrained), each with its epochs and steps
-    # 100 + 1 epochs x 39 full batches of 256 (10,000 points); the 5 seeds of a method train as one group
-    assert any(" 101 " in line and " 3,939 " in line and line.endswith("group of 5") for line in runs), runs
+    n = 2 * len(config.notebook_config("01_preliminaries", "paper").seeds)
+    assert len(runs) == n  # seeds x (scratch, pretrained), each with its epochs and steps
+    # 100 + 1 epochs x 39 full batches of 256 (10,000 points); the seeds of a method train as one group
+    assert any(" 101 " in line and " 3,939 " in line and line.endswith(f"group of {n // 2}") for line in runs), runs
     assert "estimated wall time here:" in out and "on 4 devices" in out
     assert "FLOPs: forward + backward" in out and "lower bound on one H100 SXM" in out
     assert cli.main(["plan", "--profile", "paper", "--gpus", "0"]) == 2

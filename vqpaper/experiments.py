@@ -111,7 +111,7 @@ def _cifar(cfg: CifarSweep) -> dict:
     return dict(codebook_sizes=cfg.codebook_sizes, seeds=cfg.cifar_seeds, device=cfg.device, token_dim=cfg.token_dim,
                 channels=cfg.channels, residual_channels=cfg.residual_channels, epochs=cfg.cifar_scratch_epochs,
                 pretrain_epochs=cfg.cifar_pretrain_epochs, finetune_epochs=cfg.cifar_finetune_epochs,
-                train_images=cfg.train_images, kmeans_vectors=cfg.kmeans_vectors)
+                train_images=cfg.train_images, kmeans_vectors=cfg.kmeans_vectors, lr=cfg.cifar_lr)
 
 
 # --------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def runs_03(cfg: TokensCollapseCifar) -> dict:
         codebook_sizes=cfg.codebook_sizes, methods=METHODS, seeds=cfg.seeds, device=cfg.device,
         token_dim=cfg.token_dim, channels=cfg.channels, residual_channels=cfg.residual_channels,
         epochs=cfg.scratch_epochs, pretrain_epochs=cfg.pretrain_epochs, finetune_epochs=cfg.finetune_epochs,
-        train_images=cfg.train_images, kmeans_vectors=cfg.kmeans_vectors)}
+        train_images=cfg.train_images, kmeans_vectors=cfg.kmeans_vectors, lr=cfg.lr)}
 
 
 def runs_04(cfg: EmbeddingsCollapse) -> dict:
@@ -150,7 +150,8 @@ def runs_04(cfg: EmbeddingsCollapse) -> dict:
                                        seeds=cfg.cifar_seeds, device=cfg.device,
                                        encoder_channels=cfg.encoder_channels, token_dim=cfg.cifar_token_dim,
                                        channels=cfg.cifar_channels, residual_channels=cfg.cifar_residual_channels,
-                                       epochs=cfg.cifar_epochs, kmeans_vectors=cfg.cifar_kmeans_vectors),
+                                       epochs=cfg.cifar_epochs, kmeans_vectors=cfg.cifar_kmeans_vectors,
+                                       train_images=cfg.cifar_train_images, lr=cfg.cifar_lr),
     }
 
 
@@ -171,7 +172,7 @@ def runs_06(cfg: Remedies) -> dict:
 
     ``"synthetic runs"``: every data dimension, encoder hidden 32; ``"narrow-encoder runs"``: the
     narrow encoder on ``narrow_dims``, with its own epochs and points per cluster; ``"CIFAR-10 runs"``:
-    the CIFAR-10 sizes and seeds.
+    the CIFAR-10 sizes and seeds, when ``cfg.cifar``.
     """
     half = max(1, cfg.narrow_epochs // 2)
     narrow = dict(_synthetic(cfg), dims=cfg.narrow_dims,
@@ -180,8 +181,9 @@ def runs_06(cfg: Remedies) -> dict:
                   n_per_cluster=cfg.narrow_n_per_cluster)
     base = {"synthetic runs": synthetic_configs(**_synthetic(cfg), methods=("scratch",)),
             "narrow-encoder runs": synthetic_configs(**narrow, methods=("scratch",),
-                                                     encoder_hiddens=[cfg.narrow_hidden]),
-            "CIFAR-10 runs": cifar_configs(**_cifar(cfg), methods=("scratch",))}
+                                                     encoder_hiddens=[cfg.narrow_hidden])}
+    if cfg.cifar:
+        base["CIFAR-10 runs"] = cifar_configs(**_cifar(cfg), methods=("scratch",))
     return {name: [c for r in parse_remedies(cfg.remedies) for c in with_remedy(configs, r)]
             for name, configs in base.items()}
 
@@ -211,14 +213,30 @@ def run_sweep(runs: dict, name: str, data=None) -> list[RunResult]:
     return run_all(runs[name], data, desc=name)
 
 
-def remedy_runs(runs: dict, name: str, remedies: Sequence[str], data=None) -> dict:
-    """``{recipe: runs}`` of the sweep ``name`` of :func:`runs_06`: run (or load) it, split by recipe.
+def run_sweeps(runs: dict, names: Sequence[str], data=None) -> dict:
+    """``{name: results}``: the sweeps ``names`` of a notebook's :func:`run_list` run (or loaded) as ONE
+    sweep, so that runs of one shape train as one group across them (02's eq. (5) and Laplace runs,
+    06's recipes); the results are those :func:`run_sweep` gives each."""
+    flat = run_all([c for n in names for c in runs[n]], data, desc=" + ".join(names))
+    out, start = {}, 0
+    for n in names:
+        out[n] = flat[start:start + len(runs[n])]
+        start += len(runs[n])
+    return out
+
+
+def by_recipe(results: Sequence[RunResult], remedies: Sequence[str]) -> dict:
+    """``{recipe: runs}`` of a sweep of :func:`runs_06` (its configs are recipe by recipe, in order).
 
     Recipes that share a config (say the baseline and a run of notebook 02) share the run.
     """
-    flat = run_sweep(runs, name, data)
-    per = len(flat) // len(remedies)
-    return {r: flat[i * per:(i + 1) * per] for i, r in enumerate(remedies)}
+    per = len(results) // len(remedies)
+    return {r: list(results[i * per:(i + 1) * per]) for i, r in enumerate(remedies)}
+
+
+def remedy_runs(runs: dict, name: str, remedies: Sequence[str], data=None) -> dict:
+    """``{recipe: runs}`` of the sweep ``name`` of :func:`runs_06`: run (or load) it, split by recipe."""
+    return by_recipe(run_sweep(runs, name, data), remedies)
 
 
 # --------------------------------------------------------------------------------------

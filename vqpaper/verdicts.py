@@ -956,6 +956,12 @@ def which_sentence(families: Sequence, collapse: str) -> str:
     return f"{title}, each recipe against EMA-VQ from scratch: {'; '.join(parts)}."
 
 
+def not_run_sentence(collapse: str, why: str) -> str:
+    """The sentence of a collapse whose runs this execution left out (``why``: the parameter that did)."""
+    spec = COLLAPSES[collapse]
+    return f"{spec['name'].capitalize()} ({spec['data']}): not run in this execution ({why})."
+
+
 def library_run_sentence(families_by_collapse: dict) -> str:
     """The ``lib`` recipe's verdicts (the library's EMA-VQ with our settings against ours), as a sentence."""
     found = [(COLLAPSES[c], f) for c, fs in families_by_collapse.items() for f in fs if f.id == f"rem-{c}-lib"]
