@@ -279,3 +279,41 @@ def test_clean_cache_command_empties_the_store(tmp_path):
     assert not cache.exists()
     proc = subprocess.run(cmd, cwd=paths.ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "nothing to remove" in proc.stdout
+
+
+def _cifar_tiny(n_train=64, n_test=16):
+    rng = np.random.default_rng(0)
+    return CifarData(rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), np.arange(n_train) % 10,
+                     rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), np.arange(n_test) % 10,
+                     source="test", description="random test images", is_full=False)
+
+
+CIFAR_TINY = dict(token_dim=8, channels=8, residual_channels=4, epochs=2, pretrain_epochs=2, finetune_epochs=2,
+                  batch_size=16, kmeans_vectors=256, method="pretrained")
+
+
+def test_a_codebook_sweep_pretrains_once_per_seed_and_gives_the_numbers_of_a_fresh_run(tmp_path, monkeypatch):
+    """Pretraining does not depend on the codebook: the runs of a sweep over K start from one stored
+    autoencoder per seed (CACHE/pretrain), and a run that restored it equals one that trained it."""
+    from vqpaper import train
+
+    data = _cifar_tiny()
+    stages = []
+    real = train._train_stage
+
+    def counting_stage(*args, **kwargs):
+        stages.append(kwargs["stage"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_train_stage", counting_stage)
+    configs = [CifarRun(codebook_size=k, seed=s, **CIFAR_TINY) for k in (16, 32, 64) for s in (0, 1)]
+    out = sweeps.sweep(configs, data, use_cache=True, cache_dir=tmp_path / "cache", progress=False)
+    assert stages.count("pretrain") == 2 and stages.count("finetune") == 6, stages
+    assert len(list((tmp_path / "cache" / "pretrain").iterdir())) == 2
+    fresh = train.run_cifar(configs[-1], data)  # K = 64, seed 1, pretrained here from scratch
+    assert out[-1].history == fresh.history and out[-1].metrics == fresh.metrics
+    np.testing.assert_array_equal(out[-1].arrays["codebook"], fresh.arrays["codebook"])
+    # anything that changes pretraining changes the entry: another learning rate pretrains again
+    sweeps.sweep([dataclasses.replace(configs[0], lr=1e-3)], data, use_cache=True, cache_dir=tmp_path / "cache",
+                 progress=False)
+    assert stages.count("pretrain") == 4 and len(list((tmp_path / "cache" / "pretrain").iterdir())) == 3

@@ -19,6 +19,7 @@ and two sweeps writing the same key at once leave one complete entry (:func:`sav
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -37,8 +38,8 @@ from .config import CifarRun, SyntheticRun
 from .executors import get_executor
 from .fingerprint import code_fingerprint
 from .settings import settings
-from .train import (RunResult, compile_enabled, default_precision, device_of, groups_of, run_cifar, run_group,
-                    run_synthetic)
+from .train import (RunResult, compile_enabled, default_precision, device_of, groups_of, pretrain_fields, run_cifar,
+                    run_group, run_synthetic)
 
 
 def data_fingerprint(data) -> Optional[dict]:
@@ -83,6 +84,54 @@ def entry_folder(cfg, data=None, precision: Optional[str] = None, cache_dir=None
     """Where the run of ``cfg`` is (or would be) stored; it is finished when ``result.json`` is there."""
     runner = runner_of(cfg)
     return cache_folder(cache_dir) / run_key(cfg, runner.__name__, data if runner is run_cifar else None, precision)
+
+
+class PretrainStore:
+    """The autoencoders pretrained for ``pretrained`` runs, under ``CACHE/pretrain/<key>``.
+
+    A run's pretraining does not depend on its codebook or anything after it
+    (:func:`vqpaper.train.pretrain_fields`), so the runs of a codebook sweep pretrain once per seed.
+    The key hashes those fields with the data, the code, the torch version and the precision, as a
+    run's key does; an entry (the weights and the stage's history) is written atomically.
+    """
+
+    def __init__(self, data=None, cache_dir=None, precision: Optional[str] = None):
+        # the data's fingerprint, not the data: the store travels with every Ray task
+        self.data, self.cache_dir, self.precision = data_fingerprint(data), cache_dir, precision
+
+    def _folder(self, cfg) -> Path:
+        precision = self.precision or default_precision(device_of(cfg))
+        payload = {"pretraining": pretrain_fields(cfg), "runner": runner_of(cfg).__name__,
+                   "data": self.data if runner_of(cfg) is run_cifar else None,
+                   "code": code_fingerprint(), "torch": torch.__version__, "precision": precision,
+                   **({"compile": True} if compile_enabled() else {})}
+        key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+        return cache_folder(self.cache_dir) / "pretrain" / key
+
+    def load(self, cfg) -> Optional[dict]:
+        folder = self._folder(cfg)
+        if not (folder / "entry.json").exists():
+            return None
+        history = json.loads((folder / "entry.json").read_text())["history"]
+        return {"state": torch.load(folder / "weights.pt", weights_only=True), "history": history}
+
+    def save(self, cfg, entry: dict) -> None:
+        folder = self._folder(cfg)
+        if (folder / "entry.json").exists():
+            return
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=folder.parent))
+        try:
+            torch.save(entry["state"], tmp / "weights.pt")
+            (tmp / "entry.json").write_text(json.dumps({"history": entry["history"]}, default=float))
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another sweep stored it first: keep that one
+                if not (folder / "entry.json").exists():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_result(result: RunResult, directory: Path):
@@ -170,7 +219,9 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
     tasks = []  # (indices, configs, runner, precision): one group each
     for group in groups_of([configs[i] for i in todo], [precisions[i] for i in todo]):
         indices = [todo[j] for j in group]
-        tasks.append((indices, [configs[i] for i in indices], run_group, precisions[indices[0]]))
+        store = PretrainStore(data, cache_dir, precisions[indices[0]])
+        runner = functools.partial(run_group, pretrain_store=store) if use_cache else run_group
+        tasks.append((indices, [configs[i] for i in indices], runner, precisions[indices[0]]))
     # One step per run (unit "run": vqpaper.progress tells this bar from a run's epoch bar); the
     # stored points count from the start (``initial``), so the ETA (smoothing=0: the mean over the
     # runs trained here) comes from the runs finished so far, not from cache reads that took no time.
@@ -197,7 +248,7 @@ def clear_cache(cache_dir=None) -> int:
     d = cache_folder(cache_dir)
     if not d.exists():
         return 0
-    n = sum(1 for p in d.iterdir() if p.is_dir() and not p.name.startswith(".partial-"))
+    n = sum(1 for p in d.iterdir() if p.is_dir() and not p.name.startswith(".partial-") and p.name != "pretrain")
     shutil.rmtree(d)
     return n
 

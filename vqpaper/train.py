@@ -487,18 +487,21 @@ def checkpoint_epoch(epochs: int) -> int:
     return math.ceil(CHECKPOINT_FRACTION * epochs)
 
 
-def _fit(model, x, source, runs: _Runs, device, precision, progress, label, take_checkpoint, kmeans_vectors=None):
+def _fit(model, x, source, runs: _Runs, device, precision, progress, label, take_checkpoint, kmeans_vectors=None,
+         pretrain_store=None):
     """The two recipes of §3.1: ``scratch`` (VQ-VAE from the start) or ``pretrained`` (AE, then VQ).
 
     ``take_checkpoint(model)`` -> ``{run: metrics}``, called at :func:`checkpoint_epoch` of the last
-    stage. Returns the embeddings the tokens were initialised from.
+    stage. ``pretrain_store`` (``load(cfg)``/``save(cfg, entry)``, e.g. ``sweeps.PretrainStore``):
+    the autoencoders pretrained before, by :func:`pretrain_fields` (every codebook size of a sweep
+    starts from the same pretrained autoencoder of its seed). Returns the embeddings the tokens
+    were initialised from.
     """
     cfg = runs.configs[0]
     common = dict(device=device, precision=precision, progress=progress)
     seeds = [c.seed for c in runs.configs]
     if cfg.method == "pretrained":
-        _train_stage(model, x, source, runs, epochs=cfg.pretrain_epochs, stage="pretrain", seeds=seeds,
-                     desc=f"{label} AE pretrain", **common)
+        _pretrain(model, x, source, runs, seeds, f"{label} AE pretrain", pretrain_store, common)
         stage, epochs, seeds, desc = "finetune", cfg.finetune_epochs, [s + 1 for s in seeds], f"{label} VQ fine-tune"
     elif cfg.method == "scratch":
         stage, epochs, desc = "scratch", cfg.epochs, f"{label} VQ-VAE"
@@ -515,6 +518,42 @@ def _fit(model, x, source, runs: _Runs, device, precision, progress, label, take
     _train_stage(model, x, source, runs, epochs=epochs, stage=stage, seeds=seeds, desc=desc,
                  checkpoint=(at, checkpoint), **common)
     return z_init
+
+
+#: Run-config fields that do not change the autoencoder pretraining of a ``pretrained`` run: the
+#: quantizer's and the stages after it. Runs equal in every other field pretrain identically.
+NOT_PRETRAINING = ("codebook_size", "quantizer", "decay", "beta", "kmeans_init", "kmeans_iters", "kmeans_vectors",
+                   "ema_update", "finetune_epochs", "epochs", "method")
+
+
+def pretrain_fields(cfg) -> dict:
+    """What decides a run's autoencoder pretraining (its config without :data:`NOT_PRETRAINING`)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_PRETRAINING}
+
+
+def _pretrain(model, x, source, runs: _Runs, seeds, desc, store, common):
+    """The ``pretrain`` stage, or its result from ``store`` when every run of the group has one there
+    (the weights and the stage's history: the same numbers, since nothing after it depends on how
+    they were obtained); a trained group is stored run by run."""
+    cfg = runs.configs[0]
+    entries = [store.load(c) for c in runs.configs] if store is not None else [None]
+    if store is not None and all(e is not None for e in entries):
+        for m, entry in enumerate(entries):
+            _restore(model, m, entry["state"])
+            runs.histories[m].extend(entry["history"])
+        return
+    _train_stage(model, x, source, runs, epochs=cfg.pretrain_epochs, stage="pretrain", seeds=seeds, desc=desc,
+                 **common)
+    if store is not None:
+        for m in runs.active:
+            store.save(runs.configs[m], {"state": _state_of(model, m), "history": list(runs.histories[m])})
+
+
+@torch.no_grad()
+def _restore(model, m: int, state: dict) -> None:
+    """Put run m's weights (as :func:`_state_of` gives them) back into its slice of the group's model."""
+    for name, value in model.state_dict().items():
+        value[m].copy_(state[name]) if value.dim() else value.copy_(state[name])
 
 
 def _state_of(model, m: int) -> dict:
@@ -536,14 +575,14 @@ def _state_of(model, m: int) -> dict:
 # Runs
 # --------------------------------------------------------------------------------------
 def run_group(configs: Sequence, data: Optional[CifarData] = None, *, progress: bool = False,
-              precision: Optional[str] = None) -> list:
+              precision: Optional[str] = None, pretrain_store=None) -> list:
     """Train ``configs`` as one model; returns, in their order, a :class:`RunResult` per run, or the
     exception that stopped it (a :class:`TrainingDiverged` carrying that run's own history).
 
     The configs must share a :func:`group_key` (they may differ in :data:`PER_RUN_FIELDS`);
     more than :func:`max_group_size` of them train as several groups. CIFAR-10 runs need
     ``data``. ``precision`` (one of :data:`PRECISIONS`, default :func:`default_precision`) is
-    recorded in each result's config; the sweep cache keys on it.
+    recorded in each result's config; the sweep cache keys on it. ``pretrain_store``: see :func:`_fit`.
     """
     configs = list(configs)
     if not configs:
@@ -561,12 +600,13 @@ def run_group(configs: Sequence, data: Optional[CifarData] = None, *, progress: 
     size = max_group_size(configs[0])
     if len(configs) > size:
         return [r for s in range(0, len(configs), size)
-                for r in run_group(configs[s:s + size], data, progress=progress, precision=precision)]
+                for r in run_group(configs[s:s + size], data, progress=progress, precision=precision,
+                                   pretrain_store=pretrain_store)]
     if isinstance(configs[0], SyntheticRun):
-        return _run_synthetic_group(configs, device, precision, progress)
+        return _run_synthetic_group(configs, device, precision, progress, pretrain_store)
     if data is None:
         raise ConfigError("CIFAR-10 runs need data: run_group(configs, data=vqpaper.data.load_cifar10(...))")
-    return _run_cifar_group(configs, data, device, precision, progress)
+    return _run_cifar_group(configs, data, device, precision, progress, pretrain_store)
 
 
 def _differences(configs) -> list[str]:
@@ -601,7 +641,7 @@ def _datasets(keys: list, make) -> tuple[list, torch.Tensor]:
     return [make(k) for k in distinct], torch.tensor([[distinct.index(k)] for k in keys])
 
 
-def _run_synthetic_group(configs, device, precision, progress) -> list:
+def _run_synthetic_group(configs, device, precision, progress, pretrain_store=None) -> list:
     """Synthetic runs (§3.1.1, §3.2): data, model, training, evaluation on all points, metrics."""
     t0 = time.perf_counter()
     cfg = configs[0]
@@ -635,7 +675,8 @@ def _run_synthetic_group(configs, device, precision, progress) -> list:
     def take_checkpoint(model_) -> dict:
         return {m: metrics_of(m, a, peaks=False) for m, a in arrays_of(model_).items()}
 
-    z_init = _fit(model, x, source, runs, device, precision, progress, label, take_checkpoint)
+    z_init = _fit(model, x, source, runs, device, precision, progress, label, take_checkpoint,
+                  pretrain_store=pretrain_store)
     finished = arrays_of(model)
     results = []
     for m, c in enumerate(configs):
@@ -659,7 +700,7 @@ def _share_time(results: list, seconds: float):
             r.wall_time_s = seconds / len(results)
 
 
-def _run_cifar_group(configs, data: CifarData, device, precision, progress) -> list:
+def _run_cifar_group(configs, data: CifarData, device, precision, progress, pretrain_store=None) -> list:
     """CIFAR-10 runs (§3.1.2, §3.2): conv VQ-VAE, test MSE, train-set perplexity/usage.
 
     Perplexity and usage are computed over the *training* images: at large codebooks the
@@ -707,7 +748,7 @@ def _run_cifar_group(configs, data: CifarData, device, precision, progress) -> l
 
     _fit(model, x_train, source, runs, device, precision, progress, label,
          lambda model_: {m: metrics for m, (metrics, _, _) in evaluate(model_).items()},
-         kmeans_vectors=cfg.kmeans_vectors)
+         kmeans_vectors=cfg.kmeans_vectors, pretrain_store=pretrain_store)
     finished = evaluate(model) if runs.active else {}
     codebook = model.quantizer.codebook.detach()
     n_show = min(8, x_test.shape[1])
