@@ -4,14 +4,11 @@ One session-wide run of ``vqpaper book --profile ci`` (fixture ``executed_book``
 test here; a failure names the notebook.
 """
 import json
-import os
-import subprocess
-import sys
 
 import nbformat
 import pytest
 
-from conftest import NOTEBOOKS, REPO
+from conftest import NOTEBOOKS, REPO, RERUN
 from vqpaper.regression import check_dirs, compare, format_report, format_table
 
 pytestmark = pytest.mark.notebooks
@@ -75,43 +72,10 @@ def test_recorded_numbers_match_the_committed_references(executed_book):
 
 
 # ----------------------------------------------------------- notebook 02 again
-RERUN = "02_tokens_collapse_synthetic"
-def _execute_02(build, **env):
-    """Start an uncached execution of notebook 02 into ``build`` (a subprocess)."""
-    env = {**os.environ, "VQPAPER_BUILD": str(build), "VQPAPER_NO_CACHE": "1", **env}
-    if not env.get("VQPAPER_THREADS"):
-        env.pop("VQPAPER_THREADS", None)  # the default: one thread per run
-    code = ("import sys; from vqpaper import runner; "
-            f"outcome = runner.execute(runner.prepare('{RERUN}', 'ci')); "
-            "sys.exit(print(outcome.error) or 1) if not outcome.ok else None")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-@pytest.fixture(scope="module")
-def rerun_of_02(executed_book, tmp_path_factory):
-    """Notebook 02 executed again, uncached, in the session's environment (one thread per run),
-    while two busy processes load the machine's cores.
-
-    Another environment and deliberate scientific changes are tests/test_sensitivity.py's
-    (benchmarks/sensitivity.py), which re-executes 02 the same way.
-    """
-    assert executed_book["returncode"] == 0
-    build = tmp_path_factory.mktemp("rerun")
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
-    try:
-        proc = _execute_02(build)
-        stdout, _ = proc.communicate(timeout=1200)
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
-    return {"results": build / "results", "returncode": proc.returncode, "log": stdout}
-
-
-def test_executing_a_notebook_twice_gives_identical_numbers_under_load(rerun_of_02):
-    """Determinism: an uncached re-execution, on a loaded machine, reproduces every bit."""
-    run = rerun_of_02
+def test_executing_a_notebook_twice_gives_identical_numbers_under_load(reruns_of_02):
+    """Determinism: an uncached re-execution of 02, while three other executions of it (the
+    sensitivity suite's, conftest.reruns_of_02) load the machine's cores, reproduces every bit."""
+    run = reruns_of_02["same"]
     assert run["returncode"] == 0, run["log"][-3000:]
     first = {p.name: json.loads(p.read_text()) for p in RESULTS.glob("*.json")
              if json.loads(p.read_text())["notebook"] == RERUN}

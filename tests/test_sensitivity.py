@@ -11,10 +11,9 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import CI_CHANGES, CI_ENV, REPO
 
 BROKEN_SCIENCE = REPO / "tests" / "broken_science"
-SUITE = REPO / "benchmarks" / "sensitivity.py"
 
 # What each change must do to a run config made and validated twice, then copied with
 # dataclasses.replace and validated again (as experiments, remedies and the trainer do).
@@ -84,29 +83,16 @@ def test_an_unknown_change_is_refused(tmp_path):
     assert proc.returncode != 0 and "VQPAPER_BREAK='nonsense'" in proc.stderr
 
 
-# CI's share of benchmarks/sensitivity.py, on notebook 02 (the cheapest that shows them).
-# Measured with the committed references (largest move in band units; 1 fails): beta 1.91
-# (2-D scratch quantization error) and two seed spreads beyond their F bound; laplace 1.50
-# (8-D scratch dead tokens near the origin); default-kernels 0.42. Not chosen: decay (1.11, too
-# close to the edge to stay caught) and threads2 (bit-identical numbers on 02: a vacuous pass).
-CI_CHANGES = ("beta", "laplace")
-CI_ENV = "default-kernels"
-CI_NOTEBOOKS = "02"
-
-
+# CI's share of benchmarks/sensitivity.py on notebook 02 (conftest.CI_CHANGES, CI_ENV), run in
+# conftest.reruns_of_02 beside the determinism re-execution.
 @pytest.mark.notebooks
-@pytest.mark.timeout(3600)
-def test_deliberate_changes_fail_the_check_and_another_environment_passes(tmp_path):
-    # the three executions at once (one torch thread each), as the reruns of 02 always ran
-    proc = subprocess.run([sys.executable, str(SUITE), "--changes", ",".join(CI_CHANGES), "--envs", CI_ENV,
-                           "--notebooks", CI_NOTEBOOKS, "--jobs", "3", "--root", str(tmp_path), "--json",
-                           str(tmp_path / "outcomes.json")],
-                          cwd=REPO, capture_output=True, text=True, timeout=3600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
+def test_deliberate_changes_fail_the_check_and_another_environment_passes(reruns_of_02):
+    suite = reruns_of_02["suite"]
+    out = suite["log"]
+    assert suite["returncode"] == 0, out[-5000:]
     assert (f"caught {len(CI_CHANGES)} of {len(CI_CHANGES)} deliberate changes; "
             f"passed 1 of 1 environment changes") in out, out[-5000:]
-    outcomes = {o["change"]: o for o in json.loads((tmp_path / "outcomes.json").read_text())}
+    outcomes = {o["change"]: o for o in suite["outcomes"]}
     for change in CI_CHANGES:
         assert outcomes[change]["failed_figures"] and outcomes[change]["applied"] > 0, outcomes[change]
     # the environment did move the numbers: its pass is not vacuous
