@@ -161,6 +161,26 @@ def test_count_and_rows_are_computed_from_the_recorded_claims(tmp_path):
     assert overview.missing_fields(found) == {"family": ["quote"], "check": ["n_80", "n_95"]}
 
 
+def test_a_claim_left_out_at_these_parameters_is_counted_and_says_what_would_test_it(tmp_path):
+    """A family these parameters cannot test (claims.LeftOut: no checks, a ``why``) is a row of its own
+    and part of the count, never silently dropped from the page."""
+    left_out = {"id": "s", "source": "§3.1.2, Fig. 4 caption", "is_paper": True, "quote": "from 2^12 ...",
+                "outcome": "not tested", "verdict": "not tested (...)",
+                "why": "Stagnation from 2^12 needs two sizes of 4,096 or more; add 8,192 to codebook_sizes."}
+    _write_claims(tmp_path, [_family("a", "§3.1.1", "held", [_check("2-D", "held")], quote="q", verdict="held"),
+                             left_out])
+    found = overview.families(tmp_path)
+    assert [f["id"] for f in found] == ["a", "s"]
+    assert overview.count_sentence(found) == "1 of 2 claims of the paper held, 0 not held, 0 inconclusive, 1 not tested"
+    row = {r["id"]: r for r in overview.overview_rows(found)}["s"]
+    assert row["effects"] == [] and row["why"] == "not tested at these parameters"
+    assert row["decide"].endswith("add 8,192 to codebook_sizes")
+    assert overview.power_rows(found) == overview.power_rows(found[:1])
+    assert overview.missing_fields(found) == {"family": [], "check": ["n_80", "n_95"]}
+    # without any left-out family the count does not mention the outcome
+    assert "not tested" not in overview.count_sentence(found[:1])
+
+
 def test_the_overview_tolerates_what_a_build_does_not_record(tmp_path):
     """A quote is shown as the paper's words; a check without an interval or spread still gets a row."""
     bare = {"id": "k", "outcome": "inconclusive"}  # no setting, effect, interval, n, sd ...

@@ -28,11 +28,16 @@ from typing import Any, Iterable, Optional
 from .results import load_results
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
+#: A family these parameters cannot test (``claims.LeftOut``: a trend over one codebook size); it
+#: records ``why`` and what would test it instead of checks.
+NOT_TESTED = "not tested"
 #: Between the parts of one number ("[0.1, 0.5]", "n = 3"): a narrow column breaks a line between
 #: numbers, never inside one.
 NBSP = "\u00a0"
 #: Outcomes in the order the count and the tables give them (an unknown outcome comes last, as recorded).
 OUTCOME_ORDER = (HELD, NOT_HELD, INCONCLUSIVE)
+#: Named in the count only when some family has it ("..., 1 not tested"), after OUTCOME_ORDER.
+OPTIONAL_OUTCOMES = (NOT_TESTED,)
 #: What the page reads from each family and each check; absent ones are reported by missing_fields.
 FAMILY_FIELDS = ("id", "source", "outcome", "verdict", "checks", "quote")
 CHECK_FIELDS = ("setting", "outcome", "reason", "effect", "low", "high", "n", "sd", "n_80", "n_95", "decision")
@@ -53,7 +58,9 @@ def _number(x: Any) -> Optional[float]:
 
 def families(directory=None) -> list[dict]:
     """Every recorded family, in the order of the notebooks and their files, each with ``notebook``,
-    ``profile`` and ``record`` (the results file's figure id) added."""
+    ``profile`` and ``record`` (the results file's figure id) added. A family left out at these
+    parameters (outcome "not tested", with ``why`` instead of checks) is one of them: the page counts
+    it and says what would test it."""
     found = []
     records = sorted(load_results(directory).items(), key=lambda item: (str(item[1].get("notebook")), item[0]))
     for figure_id, data in records:
@@ -61,7 +68,9 @@ def families(directory=None) -> list[dict]:
         if not isinstance(values, dict):
             continue
         for family in values.values():
-            if isinstance(family, dict) and isinstance(family.get("checks"), dict) and "outcome" in family:
+            tested = isinstance(family, dict) and isinstance(family.get("checks"), dict)
+            left_out = isinstance(family, dict) and family.get("outcome") == NOT_TESTED and "why" in family
+            if (tested or left_out) and "outcome" in family:
                 found.append({**family, "notebook": data.get("notebook", ""), "profile": data.get("profile", ""),
                               "record": figure_id})
     return found
@@ -79,7 +88,10 @@ def missing_fields(found: Iterable[dict]) -> dict[str, list[str]]:
     one family (or check) does not record."""
     found = list(found)
     checks = [c for f in found for c in f.get("checks", {}).values()]
-    return {"family": [k for k in FAMILY_FIELDS if any(k not in f for f in found)],
+    # a family left out at these parameters records why instead of checks
+    needs = {id(f): [k for k in FAMILY_FIELDS if not (k == "checks" and f.get("outcome") == NOT_TESTED)]
+             for f in found}
+    return {"family": [k for k in FAMILY_FIELDS if any(k in needs[id(f)] and k not in f for f in found)],
             "check": [k for k in CHECK_FIELDS if any(k not in c for c in checks)]}
 
 
@@ -160,7 +172,8 @@ def what_would_decide(family: dict) -> str:
 # ---------------------------------------------------------------------- the page's rows
 
 def _order(outcome: str) -> int:
-    return OUTCOME_ORDER.index(outcome) if outcome in OUTCOME_ORDER else len(OUTCOME_ORDER)
+    order = OUTCOME_ORDER + OPTIONAL_OUTCOMES
+    return order.index(outcome) if outcome in order else len(order)
 
 
 def count_sentence(found: Iterable[dict], what: str = "claims of the paper") -> str:
@@ -183,10 +196,13 @@ def overview_rows(found: Iterable[dict]) -> list[dict]:
                    + f"{effect_text(c)} {interval_text(c)}" + (f", n{NBSP}={NBSP}{c['n']}" if c.get("n") is not None else "")
                    for c in checks]
         undecided = f.get("outcome") == INCONCLUSIVE
+        left_out = f.get("outcome") == NOT_TESTED
+        why = why_undecided(f) if undecided else ("not tested at these parameters" if left_out else "")
+        decide = what_would_decide(f) if undecided else (str(f.get("why", "")).rstrip(".") if left_out else "")
         rows.append({"id": f.get("id", "?"), "claim": f.get("quote") or f.get("paper") or f.get("id", "?"),
                      "quoted": bool(f.get("quote")), "source": f.get("source", ""), "outcome": f.get("outcome", "?"),
                      "decision": f.get("decision", ""), "effects": effects,
-                     "why": why_undecided(f) if undecided else "", "decide": what_would_decide(f) if undecided else "",
+                     "why": why, "decide": decide,
                      "notebook": f.get("notebook", "")})
     return rows
 

@@ -241,12 +241,13 @@ def _claims_directive():
                     outcome += nodes.Text(f" ({r['decision']})")
                 rows.append([[claim, where], r["source"], outcome, r["effects"]])
                 classes.append([_outcome_class(r["outcome"])])
-                if r["why"]:  # undecided: why, and what would decide it, under the claim, across the table
+                if r["why"]:  # undecided or not tested: why, and what would decide it, across the table
+                    left_out = r["outcome"] == overview.NOT_TESTED
                     text = nodes.paragraph()
-                    text += nodes.strong(text="Undecided: ")
+                    text += nodes.strong(text="Not tested: " if left_out else "Undecided: ")
                     text += nodes.Text(r["why"] + ". ")
                     if r["decide"]:
-                        text += nodes.strong(text="Would decide it: ")
+                        text += nodes.strong(text="Would test it: " if left_out else "Would decide it: ")
                         text += nodes.Text(r["decide"] + ".")
                     rows.append(Span(text))
                     classes.append([_outcome_class(r["outcome"]), "vqpaper-why"])
