@@ -22,7 +22,7 @@ from typing import Sequence
 
 from . import paths, publish, regression, runner
 from .config import DEFAULT_THREADS, PROFILES, set_threads
-from .errors import ConfigError
+from .errors import ConfigError, DataFormatError, DataNotFoundError
 from .executors import EXECUTORS
 from .runner import RunnerError, _rel
 from .settings import settings
@@ -136,7 +136,6 @@ def cmd_clean_cache(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """``vqpaper diagnose run.npz [-o report.html]``: the collapse report of any VQ model's arrays."""
     from .diagnose import report_file  # matplotlib and the metrics: only here
-    from .errors import DataFormatError, DataNotFoundError
 
     try:
         report, out = report_file(args.arrays, args.output)

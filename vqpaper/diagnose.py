@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .book import figure_png
-from .errors import ConfigError, check_positive_int
+from .errors import ConfigError, DataFormatError, DataNotFoundError, check_positive_int
 
 #: Rules of thumb behind the hints. Tokens collapse: measured on the synthetic runs of notebook 06
 #: at short budgets (2-D and 8-D, 3 seeds): EMA-VQ from scratch reached a perplexity of 0.11-0.21 K
@@ -411,8 +411,6 @@ _ZIP_MAGIC, _EMPTY_ZIP_MAGIC, _NPY_MAGIC = b"PK\x03\x04", b"PK\x05\x06", b"\x93N
 
 def _npz_of(path: Path) -> Path:
     """The .npz to read for ``path`` (a file, or a run-cache folder's arrays.npz), or an error saying what it is."""
-    from .errors import DataNotFoundError
-
     if not path.exists():
         raise DataNotFoundError(f"arrays '{path}': no such file or folder{EXPECTED}{HOW_TO_MAKE}")
     if not path.is_dir():
@@ -450,8 +448,6 @@ def _read_npz(npz: Path) -> dict:
     import zipfile
 
     import numpy as np
-
-    from .errors import DataFormatError
 
     with open(npz, "rb") as f:
         head = f.read(4)

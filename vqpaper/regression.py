@@ -728,8 +728,6 @@ def compare_cross(figure: str, ref: Mapping[str, Any], new: Mapping[str, Any], k
 # ------------------------------------------------------------------------ folders
 
 def _load_dir(directory: str | os.PathLike) -> dict[str, dict]:
-    from .results import load_results
-
     return load_results(directory)
 
 

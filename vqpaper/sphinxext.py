@@ -87,7 +87,7 @@ def _effects_directive():
     from docutils import nodes
     from docutils.parsers.rst import Directive
 
-    from .claims import effect_rows
+    from .claims import effect_rows  # claims imports results and config (torch): only this directive needs it
 
     class EffectsDirective(Directive):
         """``{vqpaper-effects}``: metric, scale, smallest effect of interest and its reason."""
