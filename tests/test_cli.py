@@ -422,3 +422,44 @@ def test_a_notebook_is_stopped_at_its_wall_clock_limit(tmp_path):
     assert not outcome.ok and "longer than its limit of 20 s" in outcome.error, outcome.error
     assert time.perf_counter() - started < 120
     assert not (tmp_path / "build" / "executed" / "sleepy.ipynb").exists()
+
+
+QUICK = '''# %% tags=["parameters"]
+profile = "ci"
+
+# %%
+print("ran")
+'''
+
+
+@pytest.mark.slow  # two kernels: ~15 s
+@pytest.mark.timeout(240)
+def test_a_kernel_that_dies_before_it_starts_is_started_again(tmp_path, monkeypatch):
+    """Kernels started at once by separate processes can race for a TCP port and die before they
+    answer; such a start is retried (runner.KERNEL_START_RETRIES), a failure after a cell ran is not."""
+    import papermill
+
+    real, calls = papermill.execute_notebook, []
+
+    def dies_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", dies_first)
+    nb = tmp_path / "quick.py"
+    nb.write_text(QUICK)
+    outcome = runner.execute(runner.prepare(nb, "ci", build=tmp_path / "build"))
+    assert outcome.ok and len(calls) == 2, outcome.error
+    assert "the kernel died before it started" in open(outcome.log).read()
+
+    def always_dies(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("Kernel died before replying to kernel_info")
+
+    calls.clear()
+    monkeypatch.setattr(papermill, "execute_notebook", always_dies)
+    outcome = runner.execute(runner.prepare(nb, "ci", build=tmp_path / "build2"))
+    assert not outcome.ok and len(calls) == runner.KERNEL_START_RETRIES + 1
+    assert "Kernel died before replying" in outcome.error

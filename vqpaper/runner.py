@@ -65,6 +65,11 @@ OTHER_TIMEOUT_S = {"ci": 2700, "paper": None}
 #: notebook, besides the milestones (a new section or sweep, the first ETA, a finished sweep).
 LINE_EVERY_S = 10.0
 KERNEL_START_S = 120
+#: A kernel that dies before it answers (before any cell ran) is started again, at most this many
+#: more times. Kernels started at the same moment by separate processes can race for one TCP port
+#: (jupyter_client picks free ports, then the kernel binds them: "ZMQError: Address already in
+#: use"); seen when CI's four executions of notebook 02 start at once.
+KERNEL_START_RETRIES = 2
 
 
 class RunnerError(Exception):
@@ -346,25 +351,38 @@ def execute(job: Job, report: Callable[[progress.State, bool], None] | None = No
     output = progress.KernelOutput(state, lambda text: log.write(text + "\n"), on_state)
     deadline = None if job.timeout_s is None else time.time() + job.timeout_s
 
-    def on_cell_start(cell, cell_index):
-        if cell.cell_type == "markdown":
-            output.section(_heading(cell.source))
-
     limit = f"{job.timeout_s:.0f} s" if job.timeout_s else "none"
     given = job.parameters or "(the profile's)"
     log.write(f"{name}: profile {job.profile}, parameters {given}, limit {limit}\n")
     kernel_env = {"VQPAPER_BUILD": str(build), "VQPAPER_STAGE": str(stage), "VQPAPER_NOTEBOOK": name,
                   **job.env}
     started = time.perf_counter()
+    cells_started = []
+
+    def on_cell_start(cell, cell_index):  # counts the cells run, and names the section
+        cells_started.append(cell_index)
+        if cell.cell_type == "markdown":
+            output.section(_heading(cell.source))
+
     try:
         with _KernelEnvironment(kernel_env):
-            papermill.execute_notebook(
-                str(job.ipynb), str(running), parameters={"profile": job.profile, **job.parameters},
-                kernel_name="python3", progress_bar=False, cwd=str(paths.ROOT), start_timeout=KERNEL_START_S,
-                stdout_file=output, stderr_file=output, on_cell_start=on_cell_start,
-                # the whole notebook's limit: each cell may take what is left of it
-                timeout_func=None if deadline is None else (lambda cell: max(1, int(deadline - time.time()))),
-            )
+            for attempt in range(KERNEL_START_RETRIES + 1):
+                try:
+                    papermill.execute_notebook(
+                        str(job.ipynb), str(running), parameters={"profile": job.profile, **job.parameters},
+                        kernel_name="python3", progress_bar=False, cwd=str(paths.ROOT),
+                        start_timeout=KERNEL_START_S, stdout_file=output, stderr_file=output,
+                        on_cell_start=on_cell_start,
+                        # the whole notebook's limit: each cell may take what is left of it
+                        timeout_func=None if deadline is None else (lambda cell: max(1, int(deadline - time.time()))),
+                    )
+                    break
+                except RuntimeError as exc:
+                    if cells_started or attempt == KERNEL_START_RETRIES or "kernel" not in str(exc).lower():
+                        raise
+                    log.write(f"the kernel died before it started ({exc}); starting it again "
+                              f"({attempt + 1} of {KERNEL_START_RETRIES})\n")
+                    time.sleep(1.0 + attempt)
     except BaseException as exc:
         wall = time.perf_counter() - started
         output.close()
