@@ -54,13 +54,13 @@ def main(argv=None) -> int:
         folders[label] = folder
     notebooks = None
     if args.notebook:
-        from vqpaper.runner import CLIError, resolve_notebook
+        from vqpaper.runner import RunnerError, resolve_notebook
 
         notebooks = []
         for name in args.notebook:  # "02", "02_tokens_collapse_synthetic" or a path
             try:
                 notebooks.append(resolve_notebook(name).stem)
-            except CLIError:
+            except RunnerError:
                 notebooks.append(name)
     cal = regression.calibrate(args.references, folders, notebooks=notebooks, rule=rule)
     print(f"rule: {rule}")
