@@ -277,13 +277,15 @@ def test_notebook_pages_show_the_parameters_once_and_no_install_cell(site):
 def test_results_page_opens_with_the_count_and_one_colour_coded_table(site):
     page = (site / "book" / "results.html").read_text()
     text = _html.unescape(re.sub(r"<[^>]+>", "", page))
-    count = re.search(r"(\d+) of (\d+) claims of the paper held, (\d+) not held, (\d+) inconclusive", text)
+    count = re.search(r"(\d+) of (\d+) claims of the paper held, (\d+) not held, (\d+) inconclusive"
+                      r"(?:, (\d+) not tested)?", text)
     assert count, "the results page does not give the count of the paper's claims"
     held, total, not_held, open_ = map(int, count.group(1, 2, 3, 4))
-    assert held + not_held + open_ == total > 0
+    not_tested = int(count.group(5) or 0)
+    assert held + not_held + open_ + not_tested == total > 0
     assert page.index("vqpaper-count") < page.index('<table class="vqpaper-table vqpaper-claims'), \
         "the count comes first, then the table"
-    rows = re.findall(r'<tr class="(vqpaper-(?:held|not-held|inconclusive))[ "]', page)
+    rows = re.findall(r'<tr class="(vqpaper-(?:held|not-held|inconclusive|not-tested))[ "]', page)
     assert len(rows) >= total, "the claims' rows are not colour-coded by outcome"
     assert 'class="vqpaper-table vqpaper-power' in page, "no power table"
     assert "Every notebook ran with the parameters of" in text or "parameters other than those of" in text
