@@ -15,8 +15,8 @@ notebook 02's ``ci`` sweep one run at a time against batched, on the current dev
    run-steps/s over that of N = 1.
 2. **Conv model steps/s** at N = 1 and 4: notebook 03's ``ci`` shape (token_dim 32, channels 32,
    residual 16, K = 256, batch 128) and, on CUDA, the paper's (channels 128, residual 64, K = 512).
-3. **Notebook 02's ``ci`` sweep**, its real configs (``experiments.synthetic_configs`` of
-   ``config.notebook_config("02_tokens_collapse_synthetic", "ci")``, and the Laplace ablation's),
+3. **Notebook 02's ``ci`` sweep**, its real configs (``experiments.runs_02`` of
+   ``config.notebook_config("02_tokens_collapse_synthetic", "ci")``, the Laplace ablation's included),
    grouped as ``sweeps.sweep`` groups them (``train.groups_of``). For each group, in turn: every run
    alone (``train.run_group([cfg])``: a group of one), then the group (``train.run_group(group)``);
    interleaved group by group so that a change of load on a shared machine hits both, and the
@@ -114,14 +114,14 @@ def _print_row(r: dict):
           f"{r['per_run_speed_up']:>6.2f}x per run", flush=True)
 
 
+#: --quick: notebook 02's ci sweep shortened to a smoke test (the baseline's subprocess says the same).
+QUICK = dict(scratch_epochs=2, pretrain_epochs=1, finetune_epochs=1, n_per_cluster=100)
+
+
 def notebook_02_configs(device: str, quick: bool) -> list:
-    cfg = config.notebook_config("02_tokens_collapse_synthetic", "ci", device=device)
-    if quick:
-        cfg = experiments.with_params(cfg, scratch_epochs=2, pretrain_epochs=1, finetune_epochs=1, n_per_cluster=100)
-    configs = experiments.synthetic_configs(cfg)
-    if cfg.laplace_ablation:
-        configs += experiments.synthetic_configs(cfg, ema_update="laplace")
-    return configs
+    short = QUICK if quick else {}
+    cfg = config.notebook_config("02_tokens_collapse_synthetic", "ci", device=device, **short)
+    return [run for runs in experiments.runs_02(cfg).values() for run in runs]
 
 
 def _same(a, b) -> bool:
@@ -162,10 +162,9 @@ import torch
 torch.set_num_threads(1)
 from vqpaper import config, experiments, train
 assert train.__file__.startswith(sys.argv[1]), train.__file__
-cfg = config.notebook_config("02_tokens_collapse_synthetic", "ci", device=sys.argv[2])
-if sys.argv[3] == "quick":
-    cfg = experiments.with_params(cfg, scratch_epochs=2, pretrain_epochs=1, finetune_epochs=1, n_per_cluster=100)
-configs = experiments.synthetic_configs(cfg) + experiments.synthetic_configs(cfg, ema_update="laplace")
+short = dict(scratch_epochs=2, pretrain_epochs=1, finetune_epochs=1, n_per_cluster=100) if sys.argv[3] == "quick" else {}
+cfg = config.notebook_config("02_tokens_collapse_synthetic", "ci", device=sys.argv[2], **short)
+configs = [run for runs in experiments.runs_02(cfg).values() for run in runs]
 t0 = time.perf_counter()
 for c in configs:
     train.run_synthetic(c)

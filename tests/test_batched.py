@@ -331,3 +331,21 @@ def test_the_opt_in_compiled_path_trains_and_is_recorded(monkeypatch):
     monkeypatch.delenv("VQPAPER_COMPILE")
     assert "compile" not in train.run_synthetic(cfg).config
     assert sweeps.run_key(cfg, "run_synthetic") != key  # a compiled run is stored under its own key
+
+
+def test_the_benchmark_times_notebook_02_s_real_ci_sweep():
+    """benchmarks/batched.py builds notebook 02's ``ci`` runs the way the notebook does (its sweeps,
+    the Laplace ablation's included), so the speed-up it prints is that of the book's sweep."""
+    import importlib.util
+
+    from vqpaper import config, experiments
+
+    spec = importlib.util.spec_from_file_location("batched_benchmark", sweeps.paths.ROOT / "benchmarks" / "batched.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    runs = bench.notebook_02_configs("cpu", quick=False)
+    cfg = config.notebook_config("02_tokens_collapse_synthetic", "ci", device="cpu")
+    assert runs == [r for rs in experiments.runs_02(cfg).values() for r in rs]
+    assert len(train.groups_of(runs)) < len(runs)
+    quick = bench.notebook_02_configs("cpu", quick=True)
+    assert len(quick) == len(runs) and {r.epochs for r in quick} == {2}

@@ -252,6 +252,28 @@ def test_killed_sweep_resumes_without_recomputing_or_losing_points(tmp_path, mon
         _assert_same_result(a, b)
 
 
+# --------------------------------------------------------------------- the sweep's bar
+
+def test_the_bar_steps_once_per_group_by_its_size(tmp_path, monkeypatch):
+    """A group's runs finish together; stepping the bar per run would print an ETA from one run
+    in a whole group's time (inflated by the group's size). Stored points count from the start."""
+    steps = []
+
+    class Recording(sweeps.tqdm):
+        def update(self, n=1):
+            steps.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(sweeps, "tqdm", Recording)
+    group = [SyntheticRun(seed=s, **TINY) for s in range(3)]
+    other = [SyntheticRun(seed=s, **{**TINY, "codebook_size": 8}) for s in range(2)]
+    sweeps.sweep([group[0]], use_cache=True, cache_dir=tmp_path, progress=False)
+    assert steps == [1]
+    steps.clear()
+    sweeps.sweep(group + other, use_cache=True, cache_dir=tmp_path, progress=False)
+    assert steps == [2, 2], "the stored point is the bar's initial count; then one step per group"
+
+
 # --------------------------------------------------------------------- emptying it
 
 def test_clear_cache_empties_the_store(tmp_path, counting):

@@ -225,18 +225,31 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
     # One step per run (unit "run": vqpaper.progress tells this bar from a run's epoch bar); the
     # stored points count from the start (``initial``), so the ETA (smoothing=0: the mean over the
     # runs trained here) comes from the runs finished so far, not from cache reads that took no time.
+    # A group's runs finish together: the bar steps once per group, by its size, so that tqdm's rate
+    # is the group's runs over its time. One step per run would print an ETA from the first run alone
+    # (one run in a whole group's time: the ETA inflated by the group's size until the next group).
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, unit="run", smoothing=0,
                disable=not progress)
+    task_of = {i: t for t, (indices, *_) in enumerate(tasks) for i in indices}
+    waiting = [len(indices) for indices, *_ in tasks]   # runs of each group not yet delivered
+    unshown = [0] * len(tasks)                          # delivered, not yet counted on the bar
 
     def done(index: int, result: RunResult):
         if use_cache:
             save_result(result, directories[index])
         results[index] = result
-        bar.update(1)
+        t = task_of[index]
+        waiting[t] -= 1
+        unshown[t] += 1
+        if waiting[t] == 0:
+            bar.update(unshown[t])
+            unshown[t] = 0
 
     try:
         get_executor(executor).run(tasks, data, done, progress=progress)
     finally:
+        if sum(unshown):  # a group stopped by a run's error: its stored runs still count
+            bar.update(sum(unshown))
         bar.close()
     for i, first in duplicates:
         results[i] = _load_cached(directories[first])
