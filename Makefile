@@ -25,7 +25,7 @@ book: venv
 	$(BIN)/vqpaper book --profile $(PROFILE) --jobs $(JOBS)
 
 test: venv browser
-	$(BIN)/python -m pytest -q --timeout=1800
+	$(BIN)/python -m pytest -q --timeout=1800 --durations=25
 
 # The browser test drives Debian's chromium + chromedriver. Installed here when we are root
 # with apt-get (CI, fresh machines); otherwise that one test skips and says why.
