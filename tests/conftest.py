@@ -6,6 +6,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def random_cifar(n_train: int, n_test: int, seed: int = 0):
+    """Random CIFAR-shaped images (uint8 NHWC) with cycling labels: for tests of the machinery."""
+    import numpy as np
+
+    from vqpaper.data import CifarData
+
+    rng = np.random.default_rng(seed)
+    return CifarData(rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), np.arange(n_train) % 10,
+                     rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), np.arange(n_test) % 10,
+                     source="test", description="random test images", is_full=False)
+
+
 @pytest.fixture(scope="session")
 def cifar_subset_path(tmp_path_factory):
     """An .npz holding exactly the real `ci` CIFAR-10 subset: the one shared next to the repository,
@@ -85,6 +97,73 @@ def _cifar_available() -> bool:
     return (REPO.parent / "shared" / "data" / "cifar10-subset.npz").is_file() or _ci_cifar() is not None
 
 
+# The book's execution is most of CI's time and runs two notebooks at a time; the other tests run one
+# process at a time. So the book starts in the background as soon as the tests are collected, and the
+# tests that read it go last: the others run meanwhile, on the core the book leaves idle whenever
+# only one notebook is left (03, the longest, ends alone). Tests that must see no other process
+# write the default build folder (marker ``after_book``) run after the book's tests.
+BOOK_FIXTURES = {"executed_book", "built_book", "reruns_of_02"}
+_BOOK: dict = {}   # "proc", "out", "err": the background `vqpaper book`, once started
+
+
+def _needs_book(item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    return bool(names & BOOK_FIXTURES) or ("site" in names and not os.environ.get("VQPAPER_SITE"))
+
+
+def _book_env() -> dict:
+    env = dict(os.environ)
+    if not env.get("VQPAPER_CIFAR10"):
+        subset = REPO.parent / "shared" / "data" / "cifar10-subset.npz"
+        if subset.is_file():
+            env["VQPAPER_CIFAR10"] = str(subset)
+    return env
+
+
+def _start_book() -> None:
+    import tempfile
+
+    _BOOK["out"], _BOOK["err"] = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    _BOOK["proc"] = subprocess.Popen([sys.executable, "-m", "vqpaper.cli", "book", "--profile", "ci", "--jobs", "2"],
+                                     cwd=REPO, env=_book_env(), stdout=_BOOK["out"], stderr=_BOOK["err"], text=True)
+
+
+def _wait_for_book() -> tuple:
+    """(returncode, stdout, stderr) of the background book; kills it after BOOK_TIMEOUT_S of waiting."""
+    proc = _BOOK["proc"]
+    try:
+        proc.wait(timeout=BOOK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    _BOOK["out"].seek(0)
+    _BOOK["err"].seek(0)
+    return proc.returncode, _BOOK["out"].read(), _BOOK["err"].read()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that read the book last (then those marked ``after_book``); the book starts now."""
+    book = [item for item in items if _needs_book(item)]
+    after = [item for item in items if not _needs_book(item) and item.get_closest_marker("after_book")]
+    items[:] = [item for item in items if item not in book and item not in after] + book + after
+    if book and not config.option.collectonly and _cifar_available():
+        _start_book()
+
+
+@pytest.fixture
+def no_book_running():
+    """Waits for the background book, if one runs: for a test that checks what it wrote itself."""
+    if "proc" in _BOOK:
+        _BOOK["proc"].wait(timeout=BOOK_TIMEOUT_S)
+
+
+def pytest_unconfigure(config):
+    proc = _BOOK.get("proc")
+    if proc is not None and proc.poll() is None:  # the session stopped early (-x, Ctrl-C)
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="session")
 def executed_book():
     """Execute every notebook at the ci profile and build the HTML, once per test session.
@@ -92,21 +171,18 @@ def executed_book():
     The notebook, regression, determinism, site and browser tests all reuse this one run
     (``vqpaper book --profile ci``, its output captured as CI sees it: no terminal), so nothing
     is executed twice. It writes ``_build/executed``, ``results``, ``logs``, ``site`` and ``html``.
+    Started in the background when the tests were collected (see above), else now.
     """
     if not _cifar_available():
         pytest.skip(f"{NO_CIFAR} data: set VQPAPER_CIFAR10 to an .npz or torchvision folder "
                     "(CI points it at ../shared/data/cifar10-subset.npz), or allow the download")
-    env = dict(os.environ)
-    if not env.get("VQPAPER_CIFAR10"):
-        subset = REPO.parent / "shared" / "data" / "cifar10-subset.npz"
-        if subset.is_file():
-            env["VQPAPER_CIFAR10"] = str(subset)
-    proc = subprocess.run([sys.executable, "-m", "vqpaper.cli", "book", "--profile", "ci", "--jobs", "2"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=BOOK_TIMEOUT_S)
-    print(proc.stdout[-5000:])
+    if "proc" not in _BOOK:
+        _start_book()
+    returncode, stdout, stderr = _wait_for_book()
+    print(stdout[-5000:])
     bench_path = REPO / "_build" / "bench" / "book.json"
     bench = json.loads(bench_path.read_text()) if bench_path.is_file() else {}
-    return {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "bench": bench}
+    return {"returncode": returncode, "stdout": stdout, "stderr": stderr, "bench": bench}
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import random_cifar
 import torch
 
 from vqpaper import sweeps, train
 from vqpaper.config import CifarRun, SyntheticRun
-from vqpaper.data import CifarData
 from vqpaper.errors import ConfigError, TrainingDiverged
 from vqpaper.models import ConvVQVAE, MLPVQVAE
 
@@ -71,10 +71,7 @@ def test_a_run_is_the_same_alone_and_in_groups_of_3_and_8(variant):
 
 
 def _images(n_train=48, n_test=16):
-    rng = np.random.default_rng(0)
-    return CifarData(rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), np.arange(n_train) % 10,
-                     rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), np.arange(n_test) % 10,
-                     source="test", description="random test images", is_full=False)
+    return random_cifar(n_train, n_test)
 
 
 CIFAR_TINY = dict(token_dim=8, channels=8, residual_channels=4, epochs=2, pretrain_epochs=1, finetune_epochs=2,

@@ -373,8 +373,9 @@ def test_run_notebooks_returns_each_outcome_as_data(tmp_path):
 
 
 @pytest.mark.notebooks
+@pytest.mark.after_book  # it checks that the default build folder is untouched: no book may be writing it
 @pytest.mark.timeout(300)
-def test_run_prints_progress_with_an_eta(tmp_path):
+def test_run_prints_progress_with_an_eta(tmp_path, no_book_running):
     """`vqpaper run 01`: a line per update with the section, the run (i/N), the epoch and an ETA,
     on the terminal and in the notebook's log as it happens (cold cache, small budget); with
     VQPAPER_BUILD elsewhere, the default build folder is not touched."""

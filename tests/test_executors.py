@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import random_cifar
 
 from vqpaper import executors, paths, sweeps
 from vqpaper.config import CifarRun, SyntheticRun
-from vqpaper.data import CifarData
 from vqpaper.errors import ConfigError, TrainingDiverged
 
 TINY = dict(n_per_cluster=50, epochs=2, pretrain_epochs=1, finetune_epochs=1, codebook_size=16, kmeans_iters=2)
@@ -30,10 +30,7 @@ RAY_TIMEOUT_S = 120  # no point of these sweeps takes more than a few seconds
 
 
 def _cifar(n_train=40, n_test=16):
-    rng = np.random.default_rng(0)
-    return CifarData(rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), np.arange(n_train) % 10,
-                     rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), np.arange(n_test) % 10,
-                     source="test", description="random test images", is_full=False)
+    return random_cifar(n_train, n_test)
 
 
 CIFAR_TINY = dict(token_dim=8, channels=8, residual_channels=4, epochs=1, pretrain_epochs=1, finetune_epochs=1,

@@ -11,14 +11,13 @@ import math
 import time
 import warnings
 
-import numpy as np
 import pytest
+from conftest import random_cifar
 import torch
 
 from vqpaper import config, plan, sweeps
 from vqpaper import experiments as ex
 from vqpaper.config import CifarRun, SyntheticRun
-from vqpaper.data import CifarData
 from vqpaper.paths import NOTEBOOKS
 
 torch.set_num_threads(1)  # as every run of the book (config.DEFAULT_THREADS)
@@ -84,10 +83,7 @@ def _distinct(configs):
 
 
 def _images(n_train, n_test):
-    rng = np.random.default_rng(0)
-    return CifarData(rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), np.arange(n_train) % 10,
-                     rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), np.arange(n_test) % 10,
-                     source="test", description="random images", is_full=False)
+    return random_cifar(n_train, n_test)
 
 
 @pytest.mark.slow

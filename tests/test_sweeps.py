@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import random_cifar
 
 from vqpaper import paths, sweeps
 from vqpaper.config import CifarRun, SyntheticRun
-from vqpaper.data import CifarData
 
 TINY = dict(n_per_cluster=50, epochs=2, pretrain_epochs=1, finetune_epochs=1, codebook_size=16, kmeans_iters=2)
 
@@ -103,10 +103,7 @@ def test_runner_changes_the_key():
 
 
 def _cifar(seed, n_train=20, n_test=10):
-    rng = np.random.default_rng(seed)
-    return CifarData(rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), np.arange(n_train) % 10,
-                     rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), np.arange(n_test) % 10,
-                     source="test", description="random test images", is_full=False)
+    return random_cifar(n_train, n_test, seed=seed)
 
 
 def test_cifar_data_changes_the_key():
@@ -304,10 +301,7 @@ def test_clean_cache_command_empties_the_store(tmp_path):
 
 
 def _cifar_tiny(n_train=64, n_test=16):
-    rng = np.random.default_rng(0)
-    return CifarData(rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), np.arange(n_train) % 10,
-                     rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), np.arange(n_test) % 10,
-                     source="test", description="random test images", is_full=False)
+    return random_cifar(n_train, n_test)
 
 
 CIFAR_TINY = dict(token_dim=8, channels=8, residual_channels=4, epochs=2, pretrain_epochs=2, finetune_epochs=2,
