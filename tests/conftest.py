@@ -125,7 +125,20 @@ def _start_book() -> None:
 
     _BOOK["out"], _BOOK["err"] = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
     _BOOK["proc"] = subprocess.Popen([sys.executable, "-m", "vqpaper.cli", "book", "--profile", "ci", "--jobs", "2"],
-                                     cwd=REPO, env=_book_env(), stdout=_BOOK["out"], stderr=_BOOK["err"], text=True)
+                                     cwd=REPO, env=_book_env(), stdout=_BOOK["out"], stderr=_BOOK["err"], text=True,
+                                     start_new_session=True)  # its own process group: _kill_book stops its workers too
+
+
+def _kill_book() -> None:
+    """Stop the background book with its notebook workers and their kernels (its process group)."""
+    import signal
+
+    proc = _BOOK["proc"]
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def _wait_for_book() -> tuple:
@@ -134,13 +147,13 @@ def _wait_for_book() -> tuple:
     try:
         proc.wait(timeout=BOOK_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        _kill_book()
     _BOOK["out"].seek(0)
     _BOOK["err"].seek(0)
     return proc.returncode, _BOOK["out"].read(), _BOOK["err"].read()
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected: `make test-fast` starts no book
 def pytest_collection_modifyitems(session, config, items):
     """The tests that read the book last (then those marked ``after_book``); the book starts now."""
     book = [item for item in items if _needs_book(item)]
@@ -160,8 +173,7 @@ def no_book_running():
 def pytest_unconfigure(config):
     proc = _BOOK.get("proc")
     if proc is not None and proc.poll() is None:  # the session stopped early (-x, Ctrl-C)
-        proc.kill()
-        proc.wait()
+        _kill_book()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """The vqpaper command: parameter parsing, notebook lookup, and papermill runs of tiny notebooks."""
+import contextlib
 import io
 import json
 import os
@@ -464,3 +465,34 @@ def test_a_kernel_that_dies_before_it_starts_is_started_again(tmp_path, monkeypa
     outcome = runner.execute(runner.prepare(nb, "ci", build=tmp_path / "build2"))
     assert not outcome.ok and len(calls) == runner.KERNEL_START_RETRIES + 1
     assert "Kernel died before replying" in outcome.error
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_terminated_run_stops_its_workers_and_kernels(tmp_path):
+    """`kill` (SIGTERM) on `vqpaper run` ends it like Ctrl-C: exit 143, "terminated", and no worker
+    or kernel of it keeps running (they outlived a killed parent before, training on)."""
+    import psutil
+
+    env = dict(os.environ, VQPAPER_BUILD=str(tmp_path / "build"), VQPAPER_NO_CACHE="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(paths.ROOT), env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen([sys.executable, "-m", "vqpaper.cli", "run", "01", "-p", "pretrain_epochs", "400"],
+                            cwd=paths.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 150
+        kernels = []
+        while time.time() < deadline and not kernels:  # until its kernel runs
+            time.sleep(1)
+            family = psutil.Process(proc.pid).children(recursive=True)
+            kernels = [p for p in family if "ipykernel" in " ".join(p.cmdline())]
+        assert kernels, "no kernel started within 150 s"
+        time.sleep(2)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and "terminated" in err, err[-2000:]
+        gone, alive = psutil.wait_procs(family, timeout=30)
+        assert not alive, f"still running after the run was terminated: {[p.cmdline()[:4] for p in alive]}"
+    finally:
+        for p in [proc, *family] if "family" in locals() else [proc]:
+            with contextlib.suppress(Exception):
+                p.kill()

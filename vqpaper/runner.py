@@ -558,7 +558,12 @@ def run_notebooks(jobs: Sequence[Job], *, workers: int = 2, on_done: Callable[[O
             if on_done is not None:
                 on_done(outcome)
     except BaseException:
+        # interrupted (Ctrl-C, or SIGTERM via cli): the running notebooks stop too. A worker would
+        # otherwise finish its notebook first (shutdown waits for it), or outlive a killed parent;
+        # its kernel exits with it (ipykernel watches its parent).
         pool.shutdown(wait=False, cancel_futures=True)
+        for worker in multiprocessing.active_children():
+            worker.terminate()
         raise
     finally:
         pool.shutdown(wait=True)
