@@ -135,7 +135,7 @@ class CrossRule:
     # on the log(1 + x) scale (computed, not a constant).
     bounded_resolution: float = 1e-4
     log_resolution: float = 1e-6
-    # Fewer seeds than this give no spread: such a number is "not compared (one seed)".
+    # Fewer seeds than this give no spread: such a number is not compared (NOT_COMPARED).
     min_seeds: int = 2
 
 
@@ -210,7 +210,7 @@ TYPE_CHANGED = "type changed"
 DIFFERS = "differs"
 FIGURE_MISSING = "figure missing in new"
 NEW_FIGURE = "figure not in reference"
-NOT_COMPARED = "not compared across environments (one seed)"
+NOT_COMPARED = "not compared across environments (no seed spread: single-seed numbers and per-seed lists)"
 
 SAME, CROSS_ENV = "same environment", "cross environment"
 
