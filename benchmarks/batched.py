@@ -114,7 +114,7 @@ def _print_row(r: dict):
           f"{r['per_run_speed_up']:>6.2f}x per run", flush=True)
 
 
-#: --quick: notebook 02's ci sweep shortened to a smoke test (the baseline's subprocess says the same).
+#: --quick: notebook 02's ci sweep shortened to a smoke test (the baseline's subprocess gets it too).
 QUICK = dict(scratch_epochs=2, pretrain_epochs=1, finetune_epochs=1, n_per_cluster=100)
 
 
@@ -156,14 +156,13 @@ def sweep_comparison(configs) -> dict:
 
 
 BASELINE = """
-import sys, time, warnings
+import json, sys, time, warnings
 warnings.simplefilter("ignore")
 import torch
 torch.set_num_threads(1)
 from vqpaper import config, experiments, train
 assert train.__file__.startswith(sys.argv[1]), train.__file__
-short = dict(scratch_epochs=2, pretrain_epochs=1, finetune_epochs=1, n_per_cluster=100) if sys.argv[3] == "quick" else {}
-cfg = config.notebook_config("02_tokens_collapse_synthetic", "ci", device=sys.argv[2], **short)
+cfg = config.notebook_config("02_tokens_collapse_synthetic", "ci", device=sys.argv[2], **json.loads(sys.argv[3]))
 configs = [run for runs in experiments.runs_02(cfg).values() for run in runs]
 t0 = time.perf_counter()
 for c in configs:
@@ -178,7 +177,7 @@ def baseline_seconds(directory: Path, device: str, quick: bool) -> float:
     import subprocess
 
     env = dict(os.environ, PYTHONPATH=str(directory))
-    proc = subprocess.run([sys.executable, "-c", BASELINE, str(directory), device, "quick" if quick else "full"],
+    proc = subprocess.run([sys.executable, "-c", BASELINE, str(directory), device, json.dumps(QUICK if quick else {})],
                           env=env, cwd=directory, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"the baseline in {directory} failed:\n{proc.stderr[-3000:]}")

@@ -156,10 +156,8 @@ def _wait_for_book() -> tuple:
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected: `make test-fast` starts no book
 def pytest_collection_modifyitems(session, config, items):
     """The tests that read the book last (then those marked ``after_book``); the book starts now."""
-    book = [item for item in items if _needs_book(item)]
-    after = [item for item in items if not _needs_book(item) and item.get_closest_marker("after_book")]
-    items[:] = [item for item in items if item not in book and item not in after] + book + after
-    if book and not config.option.collectonly and _cifar_available():
+    items.sort(key=lambda item: 1 if _needs_book(item) else 2 if item.get_closest_marker("after_book") else 0)
+    if any(map(_needs_book, items)) and not config.option.collectonly and _cifar_available():
         _start_book()
 
 

@@ -232,7 +232,6 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
                disable=not progress)
     task_of = {i: t for t, (indices, *_) in enumerate(tasks) for i in indices}
     waiting = [len(indices) for indices, *_ in tasks]   # runs of each group not yet delivered
-    unshown = [0] * len(tasks)                          # delivered, not yet counted on the bar
 
     def done(index: int, result: RunResult):
         if use_cache:
@@ -240,16 +239,16 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
         results[index] = result
         t = task_of[index]
         waiting[t] -= 1
-        unshown[t] += 1
         if waiting[t] == 0:
-            bar.update(unshown[t])
-            unshown[t] = 0
+            bar.update(len(tasks[t][0]))
 
     try:
         get_executor(executor).run(tasks, data, done, progress=progress)
     finally:
-        if sum(unshown):  # a group stopped by a run's error: its stored runs still count
-            bar.update(sum(unshown))
+        # a group stopped by a run's error: the runs of it that were stored still count
+        stored = sum(len(indices) - left for (indices, *_), left in zip(tasks, waiting) if left)
+        if stored:
+            bar.update(stored)
         bar.close()
     for i, first in duplicates:
         results[i] = _load_cached(directories[first])
