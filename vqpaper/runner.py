@@ -542,6 +542,7 @@ def run_notebooks(jobs: Sequence[Job], *, workers: int = 2, on_done: Callable[[O
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     outcomes = []
+    others = set(multiprocessing.active_children())  # a caller's own children: not ours to stop
     pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=ctx,
                                initializer=_init_worker, initargs=(channel, every_s))
     try:
@@ -562,7 +563,7 @@ def run_notebooks(jobs: Sequence[Job], *, workers: int = 2, on_done: Callable[[O
         # otherwise finish its notebook first (shutdown waits for it), or outlive a killed parent;
         # its kernel exits with it (ipykernel watches its parent).
         pool.shutdown(wait=False, cancel_futures=True)
-        for worker in multiprocessing.active_children():
+        for worker in set(multiprocessing.active_children()) - others:  # the pool's workers
             worker.terminate()
         raise
     finally:
