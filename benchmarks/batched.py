@@ -5,6 +5,7 @@ notebook 02's ``ci`` sweep one run at a time against batched, on the current dev
     python benchmarks/batched.py                  # about 10-20 min on 2 busy cores
     python benchmarks/batched.py --quick          # a smoke test: small shapes, a short sweep
     python benchmarks/batched.py --device cuda
+    python benchmarks/batched.py --device cuda --skip-sweep   # only the steps/s tables (1. and 2.)
     python benchmarks/batched.py --baseline /tmp/base   # also the sweep with another checkout's code
                                                         # (e.g. `git archive <commit> vqpaper | tar -x -C /tmp/base`)
 
@@ -13,8 +14,8 @@ notebook 02's ``ci`` sweep one run at a time against batched, on the current dev
    a group built by ``train.new_model`` / ``new_quantizer`` / ``new_optimizer``, after warm-up
    steps. ``run-steps/s`` counts each model's step (N per group step); ``per-run speed-up`` is
    run-steps/s over that of N = 1.
-2. **Conv model steps/s** at N = 1 and 4: notebook 03's ``ci`` shape (token_dim 32, channels 32,
-   residual 16, K = 256, batch 128) and, on CUDA, the paper's (channels 128, residual 64, K = 512).
+2. **Conv model steps/s** at N = 1 and 4 (on CUDA also 8): notebook 03's ``ci`` shape (``config.CI_CIFAR``: token_dim 16,
+   channels 16, residual 8; K = 256, batch 128) and, on CUDA, the paper's (channels 128, residual 64, K = 512).
 3. **Notebook 02's ``ci`` sweep**, its real configs (``experiments.runs_02`` of
    ``config.notebook_config("02_tokens_collapse_synthetic", "ci")``, the Laplace ablation's included),
    grouped as ``sweeps.sweep`` groups them (``train.groups_of``). For each group, in turn: every run
@@ -93,8 +94,9 @@ def mlp_table(device: str, steps: int, sizes) -> list[dict]:
 
 
 def conv_table(device: str, steps: int, sizes) -> list[dict]:
-    shapes = [("conv ci (ch 32/16, D 32, K 256)", CifarRun(token_dim=32, channels=32, residual_channels=16,
-                                                            codebook_size=256))]
+    ci = {k: config.CI_CIFAR[k] for k in ("token_dim", "channels", "residual_channels")}
+    shapes = [(f"conv ci (ch {ci['channels']}/{ci['residual_channels']}, D {ci['token_dim']}, K 256)",
+               CifarRun(**ci, codebook_size=256))]
     if device.startswith("cuda"):
         shapes.append(("conv paper (ch 128/64, D 32, K 512)", CifarRun(token_dim=32, codebook_size=512)))
     rows = []
@@ -196,6 +198,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default VQPAPER_THREADS or 1)")
     p.add_argument("--baseline", type=Path, default=None,
                    help="a folder holding another version's vqpaper package: its one-at-a-time sweep is timed too")
+    p.add_argument("--skip-sweep", action="store_true",
+                   help="only the steps/s tables, not notebook 02's sweep (one at a time it takes minutes on a GPU)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     device = resolve_device(args.device)
@@ -206,7 +210,15 @@ def main(argv=None) -> int:
     print("\ntraining steps (train.train_step), notebook 02's MLP shapes, K = 128, batch 256:", flush=True)
     mlp = mlp_table(device, steps, (1, 3, 8, 32))
     print("\nconv VQ-VAE, batch 128:", flush=True)
-    conv = conv_table(device, max(2, steps // 20), (1, 4))
+    conv = conv_table(device, max(2, steps // 20), (1, 4, 8) if device.startswith("cuda") else (1, 4))
+    out = args.out or paths.BUILD / "bench" / "batched.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"device": device, "device_name": name, "threads": threads, "steps": steps, "quick": args.quick,
+              "torch": torch.__version__, "mlp": mlp, "conv": conv}
+    if args.skip_sweep:
+        out.write_text(json.dumps(report, indent=1))
+        print(f"written {out} (--skip-sweep: notebook 02's sweep not timed)")
+        return 0
     configs = notebook_02_configs(device, args.quick)
     print(f"\nnotebook 02 ci sweep{' (quick: 2 / 1 + 1 epochs, 100 points per cluster)' if args.quick else ''}: "
           f"{len(configs)} runs in {len(train.groups_of(configs))} groups", flush=True)
@@ -216,11 +228,7 @@ def main(argv=None) -> int:
         sweep["baseline_one_at_a_time_s"] = baseline_seconds(args.baseline.resolve(), device, args.quick)
         print(f"  the same sweep one at a time with {args.baseline}: {sweep['baseline_one_at_a_time_s']:.1f} s "
               f"({sweep['baseline_one_at_a_time_s'] / sweep['batched_s']:.2f}x the batched time)", flush=True)
-    out = args.out or paths.BUILD / "bench" / "batched.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device, "device_name": name, "threads": threads, "steps": steps,
-                               "quick": args.quick, "torch": torch.__version__, "mlp": mlp, "conv": conv,
-                               "sweep_02_ci": sweep}, indent=1))
+    out.write_text(json.dumps({**report, "sweep_02_ci": sweep}, indent=1))
     print(f"written {out}")
     if not sweep["identical"]:
         print("ERROR: a run's results depended on its group", file=sys.stderr)
