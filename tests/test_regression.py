@@ -133,6 +133,24 @@ def test_provenance_is_ignored():
     assert compare(make_record(), new) == []
 
 
+def test_the_device_and_where_the_data_lay_are_the_environment_not_the_experiment():
+    # Found on a GPU: a cuda run's record said device 'cuda' and its CIFAR-10 file lay elsewhere;
+    # both were reported as differences, so a check on any other machine failed on them.
+    data = ("CIFAR-10 ci subset (manifest 765702da245388c1) from ../shared/data/cifar10-subset.npz: "
+            "5,085 train / 1,017 test images; the runs trained on a class-stratified subset of 1,024 of them")
+    ref = make_record()
+    ref["params"]["device"] = "cpu"
+    ref["values"]["data"] = data
+    new = copy.deepcopy(ref)
+    new["params"]["device"] = "cuda"
+    new["values"]["data"] = data.replace("from ../shared/data/cifar10-subset.npz",
+                                         "via torchvision (data/cifar10), cached in /tmp/my data/c.npz")
+    assert compare(ref, new) == []
+    for other in (data.replace("765702da245388c1", "0123456789abcdef"), data.replace("1,024", "2,048")):
+        new["values"]["data"] = other  # another subset, or other counts: another experiment
+        assert [(m.key, m.reason) for m in compare(ref, new)] == [("values.data", regression.DIFFERS)]
+
+
 def test_format_table_shows_figure_key_and_values():
     new = make_record()
     new["values"]["per_seed"][1]["mse"] = 0.26

@@ -174,8 +174,22 @@ CALIBRATED: dict[str, dict[str, float]] = {
     "02 threads2": {"mean": 0.0, "spread": 0.0},
 }
 
-# Keys that describe how and where a record was made, not what it says.
-IGNORED: tuple[str, ...] = ("provenance", "provenance.*", "provenance[*")
+# Keys that describe how and where a record was made, not what it says. ``params.device`` is
+# the device the runs trained on ("auto" resolved: cpu or cuda): the environment line of a check
+# names it, and a GPU's record is compared with a CPU's reference as any other environment.
+IGNORED: tuple[str, ...] = ("provenance", "provenance.*", "provenance[*", "params.device")
+
+# Keys whose text names the data and then where this machine found it (vqpaper.data's
+# description: "CIFAR-10 ci subset (manifest …) from ../shared/data/cifar10-subset.npz: 5,085
+# train / …"). The place is the environment's: it is compared without it, the manifest and the
+# image counts exactly.
+LOCATED: tuple[str, ...] = ("values.data",)
+_LOCATION = re.compile(r" (?:from .+?|via torchvision \(.+?\))(?:, cached in .+?)?(?=: )")
+
+
+def without_location(text: str) -> str:
+    """``text`` without the "from PATH" / "via torchvision (PATH)" / ", cached in PATH" of a data description."""
+    return _LOCATION.sub("", text, count=1)
 
 # Keys that say what was run: compared exactly, numbers included (a changed parameter is a
 # different experiment, not a moved number). The ``values.*`` ones are descriptors of the
@@ -414,7 +428,8 @@ def _exact_or_tolerance(figure, key, ref_value, new_value, tolerances) -> Mismat
 
 
 def _flat(record: Mapping) -> dict[str, Any]:
-    return {k: v for k, v in flatten(record).items() if not is_ignored(k)}
+    return {k: without_location(v) if isinstance(v, str) and any(matches(p, k) for p in LOCATED) else v
+            for k, v in flatten(record).items() if not is_ignored(k)}
 
 
 def compare_record(reference: Mapping, new: Mapping, tolerances: Mapping | None = None,
