@@ -191,6 +191,7 @@ def without_location(text: str) -> str:
     """``text`` without the "from PATH" / "via torchvision (PATH)" / ", cached in PATH" of a data description."""
     return _LOCATION.sub("", text, count=1)
 
+
 # Keys that say what was run: compared exactly, numbers included (a changed parameter is a
 # different experiment, not a moved number). The ``values.*`` ones are descriptors of the
 # run recorded beside its numbers (image counts, seeds, the token count K, the demo's steps):
@@ -355,6 +356,10 @@ def is_exact(key: str) -> bool:
     return any(matches(p, key) for p in EXACT)
 
 
+def is_located(key: str) -> bool:
+    return any(matches(p, key) for p in LOCATED)
+
+
 # ------------------------------------------------------------------------ compare
 
 def _kind(value: Any) -> str:
@@ -428,7 +433,7 @@ def _exact_or_tolerance(figure, key, ref_value, new_value, tolerances) -> Mismat
 
 
 def _flat(record: Mapping) -> dict[str, Any]:
-    return {k: without_location(v) if isinstance(v, str) and any(matches(p, k) for p in LOCATED) else v
+    return {k: without_location(v) if isinstance(v, str) and is_located(k) else v
             for k, v in flatten(record).items() if not is_ignored(k)}
 
 
