@@ -31,7 +31,7 @@
 # tokens collapse from the comparison, so what remains is the encoder's own limit. On
 # CIFAR-10, the convolutional VQ-VAE of {doc}`03_tokens_collapse_cifar10` (codebook 512, token
 # dimension 64) with the encoder's channels reduced step by step and the decoder fixed. The
-# `ci` profile trains the synthetic models for 60 epochs on 2-D and 8-D data with 500 points
+# `ci` profile trains the synthetic models for 90 epochs on 2-D and 8-D data with 500 points
 # per cluster, and the CIFAR-10 models for a few epochs; the `paper` profile uses 2-, 3-
 # and 8-D data with 1,000 points per cluster, 200 epochs, and the paper's 300 CIFAR-10 epochs.
 #

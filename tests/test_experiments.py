@@ -129,3 +129,22 @@ def test_extremes_sentence_never_compares_a_setting_with_itself():
         "With 32 encoder channels the test MSE is 0.0100; with 2 it is 0.0500.")
     one = ex.extremes_sentence(agg, [32], "test_mse", "encoder channels")
     assert one.count("0.0100") == 1 and "a second setting would be needed" in one
+
+
+def test_fig2_draws_the_first_seeds_only_while_every_seed_stays_in_its_tables():
+    """Notebook 01 trains 40 seeds for its checks; Fig. 2 draws FIG2_SEEDS_SHOWN of them (four
+    histograms per seed: forty rows would be unreadable and took a minute to draw)."""
+    import numpy as np
+
+    from vqpaper.train import RunResult
+
+    results, per_coordinate = [], []
+    for seed in range(6):
+        for method, encoder in ex.ENCODER_OF_METHOD.items():
+            results.append(RunResult(config={"seed": seed, "method": method},
+                                     arrays={"X": np.zeros((5, 2)), "Z_init": np.full((5, 2), float(seed))}))
+            per_coordinate += [{"seed": seed, "encoder": encoder, "coordinate": c, "input peaks": 3} for c in (1, 2)]
+    panels = ex.encoder_output_coordinate_panels(results, per_coordinate)
+    assert len(panels) == ex.FIG2_SEEDS_SHOWN * 2 * 2
+    assert {p["title"].split("seed ")[1].split(",")[0] for p in panels} == {str(s) for s in range(ex.FIG2_SEEDS_SHOWN)}
+    assert len(ex.encoder_output_coordinate_panels(results, per_coordinate, max_seeds=10)) == 6 * 2 * 2

@@ -514,15 +514,22 @@ def encoder_output_coordinates(results: Sequence[RunResult], prominence: float =
     return out
 
 
-def encoder_output_coordinate_panels(results: Sequence[RunResult], per_coordinate: Sequence[dict]) -> list[dict]:
+#: Fig. 2 draws this many seeds (rows); every seed enters its table and checks. Forty rows of
+#: four histograms would be unreadable, and drawing them took a minute of notebook 01.
+FIG2_SEEDS_SHOWN = 4
+
+
+def encoder_output_coordinate_panels(results: Sequence[RunResult], per_coordinate: Sequence[dict],
+                                     max_seeds: int = FIG2_SEEDS_SHOWN) -> list[dict]:
     """Fig. 2 panels, one per seed, encoder and coordinate of ``Z_init`` (for plots.plot_encoder_outputs).
 
-    Rows of four per seed: untrained coordinates, then trained ones; each title names the input's
-    peak count for that coordinate (:func:`encoder_output_coordinates`), the reference of the checks.
+    Rows of four per seed, for the ``max_seeds`` lowest seeds: untrained coordinates, then trained
+    ones; each title names the input's peak count for that coordinate
+    (:func:`encoder_output_coordinates`), the reference of the checks.
     """
     input_peaks = {(r["seed"], r["encoder"], r["coordinate"]): r["input peaks"] for r in per_coordinate}
     out = []
-    for seed in sorted({r.config["seed"] for r in results}):
+    for seed in sorted({r.config["seed"] for r in results})[:max_seeds]:
         for method in ("scratch", "pretrained"):
             for r in select(results, method=method, seed=seed):
                 z = r.arrays["Z_init"].reshape(r.arrays["X"].shape[0], -1)
