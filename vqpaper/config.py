@@ -613,7 +613,7 @@ PRESETS: dict[str, dict[str, NotebookParams]] = {
     # peaks) stayed undecided, its power analysis asking for 120 (then 40-44 at 20 seeds); 40
     # seeds decide it (pilot: trained minus input -0.20 [-0.37, -0.03], inside ±0.5). Longer
     # pretraining did not move it (20 and 40 epochs at 20 seeds: -0.25 both). The 80 runs train
-    # in two groups of 40 in about 50 s; Fig. 2 draws the first 4 seeds (FIG2_SEEDS_SHOWN).
+    # in groups of at most 32 (train.MAX_GROUP) in about 50 s; Fig. 2 draws the first 4 seeds (FIG2_SEEDS_SHOWN).
     Preliminaries.NOTEBOOK: _profiles(
         ci=Preliminaries(dim=2, token_dim=1, seeds=list(range(40)), scratch_epochs=1, pretrain_epochs=10,
                          finetune_epochs=1, **SYN),
