@@ -123,6 +123,9 @@ CONVERGENCE_TOL = 0.10
 #: Fewer epochs than this in a stage cannot be judged (two quarters of at least one epoch each
 #: and a first epoch before them).
 CONVERGENCE_MIN_EPOCHS = 4
+#: The reason of a check that :func:`settled` found still moving begins with these words
+#: (``overview.STILL_MOVING`` reads them on the results page).
+STILL_MOVING = "still moving"
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
 OUTCOMES = (HELD, NOT_HELD, INCONCLUSIVE)
@@ -625,7 +628,7 @@ def paired(claim_id: str, statement: str, better: Sequence[float], worse: Sequen
         if d.outcome != INCONCLUSIVE and steady is False:
             moved = region(d.low + drift, d.high + drift, eff.delta)
             d = Decision(INCONCLUSIVE, UNDECIDED,
-                         f"still moving: the effect changed by {_scaled(drift, eff.scale)} over the last quarter of "
+                         f"{STILL_MOVING}: the effect changed by {_scaled(drift, eff.scale)} over the last quarter of "
                          f"training; one more such quarter would put the interval at "
                          f"[{_scaled(d.low + drift, eff.scale, signed=False)}, "
                          f"{_scaled(d.high + drift, eff.scale, signed=False)}] ({moved}); {d.reason}",
@@ -1069,12 +1072,15 @@ def _what_would_decide(f: Family) -> str:
         needs = []
         if not c.converged:
             needs.append("train longer: a run had not converged")
+        elif c.reason.startswith(STILL_MOVING):
+            needs.append("train longer: the effect was still moving")
         if not c.spread_known:
             needs.append(f"{c.n} {c.unit}{'s' if c.n != 1 else ''}: run at least {MIN_PAIRS} to know the spread")
         elif c.n_80 is None:
             needs.append(f"more than {N_CAP} {c.unit}s would be needed at this effect and spread")
         elif c.converged:
-            needs.append(f"about {c.n_80} {c.unit}s would decide it with 80% probability ({c.n_95} for 95%)")
+            needs.append(f"about {c.n_80} {c.unit}s would decide it with 80% probability ({c.n_95} for 95%)"
+                         f"{' at this spread' if c.reason.startswith(STILL_MOVING) else ''}")
         need = " and ".join(needs)
         out.append(f"{c.setting}: {need}" if len(f.checks) > 1 else need)
     return "; ".join(out)

@@ -43,6 +43,9 @@ FAMILY_FIELDS = ("id", "source", "outcome", "verdict", "checks", "quote")
 CHECK_FIELDS = ("setting", "outcome", "reason", "effect", "low", "high", "n", "sd", "n_80", "n_95", "decision")
 #: A check's reason that says its runs had not converged: more seeds cannot decide it, longer training can.
 NOT_CONVERGED = "converge"
+#: A check's reason that says its effect was still moving over the last quarter of training
+#: (``claims.STILL_MOVING``): longer training first, then the seeds its power analysis asks for.
+STILL_MOVING = "still moving"
 
 
 def _number(x: Any) -> Optional[float]:
@@ -156,12 +159,16 @@ def what_would_decide(family: dict) -> str:
     for c in _undecided(family):
         setting = c.get("setting") or c.get("id", "?")
         longer = NOT_CONVERGED in str(c.get("reason", ""))
+        moving = str(c.get("reason", "")).startswith(STILL_MOVING)
         one_pair = "sd" in c and _number(c.get("sd")) is None
         if one_pair:  # no spread to plan with: a second pair first
             parts.append(f"{setting}: {'longer training and ' if longer else ''}two or more seeds (one pair has no "
                          "spread to plan with)")
         elif longer:
             parts.append(f"{setting}: longer training")
+        elif moving:
+            parts.append(f"{setting}: longer training (the effect was still moving), then n = {_needed(c, 'n_80')} "
+                         f"(80% power), {_needed(c, 'n_95')} (95%) at this spread")
         elif "n_80" in c:
             parts.append(f"{setting}: n = {_needed(c, 'n_80')} (80% power), {_needed(c, 'n_95')} (95%)")
         else:
