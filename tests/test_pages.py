@@ -142,7 +142,8 @@ def test_count_and_rows_are_computed_from_the_recorded_claims(tmp_path):
                 [_check("2-D", "held"), _check("8-D", "inconclusive", reason="the runs had not converged (seed 1)"),
                  _check("3-D", "inconclusive", low=-0.1, n_80=5, n_95=7),
                  _check("K = 16", "inconclusive", n_80=4, n_95=5,
-                        reason="still moving: the effect changed by ×0.926 over the last quarter of training")]),
+                        reason="still moving: the effect changed by ×0.926 over the last quarter of training"),
+                 _check("4-D", "inconclusive", n_80=None, n_95=None)]),
         _family("d", "companion question (SimVQ against §3.1)", "held", [_check("2-D", "held")]),
         _family("e", "SimVQ (Zhu, Li et al. 2024), abstract", "inconclusive", [_check("x", "inconclusive")]),
         _family("f", "beyond the paper: remedies", "held", [_check("x", "held")], is_paper=False),
@@ -158,9 +159,10 @@ def test_count_and_rows_are_computed_from_the_recorded_claims(tmp_path):
     assert rows["b"]["effects"] == ["+0.3 [0.1,\xa00.5], n\xa0=\xa03"] and rows["b"]["decision"] == "no effect"
     assert rows["a"]["why"] == "" and "8-D: the runs had not converged" in rows["c"]["why"]
     assert rows["c"]["decide"] == ("8-D: longer training; 3-D: n = 5 (80% power), 7 (95%); K = 16: longer training "
-                                   "(the effect was still moving), then n = 4 (80% power), 5 (95%) at this spread")
+                                   "(the effect was still moving), then n = 4 (80% power), 5 (95%) at this spread; "
+                                   "4-D: n > 1000 (80% power), > 1000 (95%)")
     power = overview.power_rows(paper)
-    assert len(power) == 8 and power[0]["claim"] == "a" and power[0]["n for 80%"] == "not recorded"
+    assert len(power) == 9 and power[0]["claim"] == "a" and power[0]["n for 80%"] == "not recorded"
     assert overview.missing_fields(found) == {"family": ["quote"], "check": ["n_80", "n_95"]}
 
 

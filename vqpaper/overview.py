@@ -137,6 +137,12 @@ def _needed(check: dict, key: str) -> str:
     return "unknown" if _number(check.get("sd")) is None else "> 1000"
 
 
+def _n_is(check: dict, key: str) -> str:
+    """"n = 5" or "n > 1000": the pairs needed, as the start of a phrase."""
+    needed = _needed(check, key)
+    return f"n {needed}" if needed.startswith(">") else f"n = {needed}"
+
+
 def _undecided(family: dict) -> list[dict]:
     return [c for c in family.get("checks", {}).values() if c.get("outcome") == INCONCLUSIVE]
 
@@ -167,10 +173,10 @@ def what_would_decide(family: dict) -> str:
         elif longer:
             parts.append(f"{setting}: longer training")
         elif moving:
-            parts.append(f"{setting}: longer training (the effect was still moving), then n = {_needed(c, 'n_80')} "
+            parts.append(f"{setting}: longer training (the effect was still moving), then {_n_is(c, 'n_80')} "
                          f"(80% power), {_needed(c, 'n_95')} (95%) at this spread")
         elif "n_80" in c:
-            parts.append(f"{setting}: n = {_needed(c, 'n_80')} (80% power), {_needed(c, 'n_95')} (95%)")
+            parts.append(f"{setting}: {_n_is(c, 'n_80')} (80% power), {_needed(c, 'n_95')} (95%)")
         else:
             parts.append(f"{setting}: more pairs (the power analysis is not recorded)")
     return "; ".join(parts)
