@@ -1070,9 +1070,10 @@ def _what_would_decide(f: Family) -> str:
         if c.outcome != INCONCLUSIVE:
             continue
         needs = []
+        moving = c.reason.startswith(STILL_MOVING)
         if not c.converged:
             needs.append("train longer: a run had not converged")
-        elif c.reason.startswith(STILL_MOVING):
+        elif moving:
             needs.append("train longer: the effect was still moving")
         if not c.spread_known:
             needs.append(f"{c.n} {c.unit}{'s' if c.n != 1 else ''}: run at least {MIN_PAIRS} to know the spread")
@@ -1080,7 +1081,7 @@ def _what_would_decide(f: Family) -> str:
             needs.append(f"more than {N_CAP} {c.unit}s would be needed at this effect and spread")
         elif c.converged:
             needs.append(f"about {c.n_80} {c.unit}s would decide it with 80% probability ({c.n_95} for 95%)"
-                         f"{' at this spread' if c.reason.startswith(STILL_MOVING) else ''}")
+                         f"{' at this spread' if moving else ''}")
         need = " and ".join(needs)
         out.append(f"{c.setting}: {need}" if len(f.checks) > 1 else need)
     return "; ".join(out)
