@@ -95,6 +95,25 @@ def test_count_peaks_three_well_separated_gaussians():
     assert np.allclose(M.peak_positions(x), [-5, 0, 5], atol=0.3)
 
 
+@pytest.mark.parametrize("values", [
+    three_gaussians(),                                                   # well-separated modes
+    np.r_[rng(1).normal(size=5000), 1e3 + rng(2).normal(size=5)],        # a far cluster: empty blocks between
+    rng(3).standard_cauchy(20_000),                                      # heavy tails
+    np.r_[np.zeros(100), np.ones(3)],                                    # repeated values
+])
+def test_gaussian_density_equals_scipy_kde(values):
+    """The truncated, blocked sum is scipy's KDE up to float64 rounding, also where no value is near."""
+    from scipy import stats
+
+    kde = stats.gaussian_kde(values)
+    h = float(np.sqrt(kde.covariance[0, 0]))
+    xs = np.linspace(values.min() - 3 * h, values.max() + 3 * h, 512)
+    expected = kde(xs)
+    for block in (1, 7, 32, 512):
+        got = M.gaussian_density(values, xs, h, block=block)
+        assert np.max(np.abs(got - expected)) <= 1e-12 * expected.max()
+
+
 def test_count_peaks_one_gaussian_and_constant():
     assert M.count_peaks(rng().normal(size=3000)) == 1
     assert M.count_peaks(np.full(50, 2.0)) == 1

@@ -187,3 +187,17 @@ def test_one_dimensional_tokens_are_searched_exactly_with_ties_to_the_first():
     far = torch.tensor([[-100.0], [100.0]])                       # beyond both ends of the codebook
     assert nearest_token(far, codebook[1])[0].tolist() == [int(codebook[1, :, 0].argmin()),
                                                            int(codebook[1, :, 0].argmax())]
+
+
+def test_one_dimensional_search_with_runs_of_equal_tokens():
+    """Many tokens on a coarse lattice (runs of up to a dozen equal tokens) and embeddings on a finer
+    one (exactly on tokens and halfway between): the bisection equals argmin, index and distance."""
+    g = torch.Generator().manual_seed(5)
+    for _ in range(200):
+        k = int(torch.randint(1, 40, (1,), generator=g))
+        codebook = torch.randint(-5, 5, (3, k, 1), generator=g).float() / 2
+        z = torch.randint(-12, 12, (3, 200, 1), generator=g).float() / 4
+        idx, dist = nearest_token(z, codebook)
+        exact = (z - codebook.transpose(1, 2)).pow(2)
+        assert torch.equal(idx, exact.argmin(-1))
+        assert torch.equal(dist, exact.gather(-1, idx[..., None])[..., 0])

@@ -112,11 +112,16 @@ def _nearest_token_1d(z: torch.Tensor, codebook: torch.Tensor):
     values, order = codebook[..., 0].sort(dim=-1, stable=True)   # [M, K] ascending, ties in index order
     q = z[..., 0].contiguous()                                      # [M, N]
     last = values.shape[-1] - 1
-    right = torch.searchsorted(values, q).clamp_(max=last)          # first token >= z (or the last)
+    # where each sorted position's run of equal tokens starts (computed on the K tokens, not per embedding)
+    positions = torch.arange(values.shape[-1], device=values.device).expand_as(values)
+    starts_run = torch.ones_like(values, dtype=torch.bool)
+    starts_run[..., 1:] = values[..., 1:] != values[..., :-1]
+    run_start = torch.where(starts_run, positions, 0).cummax(-1).values
+    # first token >= z (or the last; clamped: a NaN, from a run that diverged, searches past the end)
+    right = torch.searchsorted(values, q).clamp_(max=last)
     candidates = []
     for pos in (right, (right - 1).clamp_(min=0)):
-        # the first of its run of equal tokens (clamped: a NaN, from a run that diverged, searches past the end)
-        pos = torch.searchsorted(values, values.gather(-1, pos)).clamp_(max=last)
+        pos = run_start.gather(-1, pos)   # the first of its run of equal tokens
         candidates.append(((q - values.gather(-1, pos)).pow(2), order.gather(-1, pos)))
     (d_right, i_right), (d_left, i_left) = candidates
     right_wins = (d_right < d_left) | ((d_right == d_left) & (i_right < i_left))
