@@ -201,3 +201,17 @@ def test_one_dimensional_search_with_runs_of_equal_tokens():
         exact = (z - codebook.transpose(1, 2)).pow(2)
         assert torch.equal(idx, exact.argmin(-1))
         assert torch.equal(dist, exact.gather(-1, idx[..., None])[..., 0])
+
+
+@pytest.mark.parametrize("tile", [4096, 2**18])
+def test_a_groups_models_are_searched_as_each_alone(tile):
+    """The CPU search takes a group's models a few at a time (as many as fit in one tile): each
+    model's indices and distances are bit-identical to its search alone, whatever the batching."""
+    from vqpaper.search_cpu import nearest_token_cpu
+
+    g = torch.Generator().manual_seed(6)
+    z, codebook = torch.randn(10, 512, 4, generator=g), torch.randn(10, 128, 4, generator=g)
+    idx, dist = nearest_token_cpu(z, codebook, tile)
+    for m in range(10):
+        alone_idx, alone_dist = nearest_token_cpu(z[m:m + 1], codebook[m:m + 1], tile)
+        assert torch.equal(idx[m], alone_idx[0]) and torch.equal(dist[m], alone_dist[0])

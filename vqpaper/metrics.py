@@ -240,8 +240,9 @@ def kde_peaks(values, bandwidth=None, grid=512, prominence=0.05, max_samples=100
 
     ``values`` is flattened. The KDE (its width from ``scipy.stats.gaussian_kde``,
     ``bw_method=bandwidth``: None = Scott's rule, a number = factor times the data's standard
-    deviation; evaluated by :func:`gaussian_density`) is evaluated on ``grid`` points over [min - 3h, max + 3h] (h = kernel width), so the density falls
-    to ≈ 0 at both ends and a mode at the edge is still a peak. Peaks are
+    deviation) is evaluated by :func:`gaussian_density` on ``grid`` points over
+    [min - 3h, max + 3h] (h = kernel width), so the density falls to ≈ 0 at both ends and a
+    mode at the edge is still a peak. Peaks are
     ``scipy.signal.find_peaks`` with prominence ≥ ``prominence`` × max density. More than
     ``max_samples`` values are subsampled (seeded) to keep the cost bounded.
 
