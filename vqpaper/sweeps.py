@@ -228,8 +228,11 @@ def sweep(configs: Iterable, data=None, *, use_cache: Optional[bool] = None, cac
     # A group's runs finish together: the bar steps once per group, by its size, so that tqdm's rate
     # is the group's runs over its time. One step per run would print an ETA from the first run alone
     # (one run in a whole group's time: the ETA inflated by the group's size until the next group).
+    # mininterval=0: every step is shown. It steps once per group, and tqdm's default (0.1 s) would
+    # swallow the step of a group that finished within 0.1 s of the last print (a 1-epoch group),
+    # leaving "run 0/N, ETA ?" on screen while the next group trains.
     bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc=desc, unit="run", smoothing=0,
-               disable=not progress)
+               mininterval=0, miniters=1, disable=not progress)
     task_of = {i: t for t, (indices, *_) in enumerate(tasks) for i in indices}
     waiting = [len(indices) for indices, *_ in tasks]   # runs of each group not yet delivered
 
