@@ -496,3 +496,36 @@ def test_a_terminated_run_stops_its_workers_and_kernels(tmp_path):
         for p in [proc, *family] if "family" in locals() else [proc]:
             with contextlib.suppress(Exception):
                 p.kill()
+
+
+def test_book_order_starts_the_longest_chain_and_puts_a_notebook_after_those_whose_runs_it_reuses(tmp_path):
+    """`vqpaper book`'s order (plan.book_priority): 05 reuses runs of 02 and 03 (the same configs),
+    so both come before it; with the measured cold times 03 -> 05 is the longest chain and starts
+    first. Longest-first alone would start 05 beside 03 and train 03's runs twice."""
+    from vqpaper import plan
+
+    jobs = runner.prepare_book(runner.available_notebooks(), "ci", {}, build=tmp_path)
+    triples = [(j.name, j.profile, j.parameters) for j in jobs]
+    names = [j.name for j in runner._order(jobs, plan.book_priority(triples, plan.COLD_CI_BOOK_S))]
+    assert names == ["03_tokens_collapse_cifar10", "02_tokens_collapse_synthetic", "04_embeddings_collapse",
+                     "05_simvq_comparison", "06_remedies", "01_preliminaries"]
+    equal = runner._order(jobs, plan.book_priority(triples, {}))  # no timings at all: still after its producers
+    position = {j.name: i for i, j in enumerate(equal)}
+    assert position["05_simvq_comparison"] > max(position["02_tokens_collapse_synthetic"],
+                                                 position["03_tokens_collapse_cifar10"])
+    # changed parameters change what is shared: 05 with other seeds reuses nothing of 02's
+    other = plan.book_priority([t if t[0] != "05_simvq_comparison" else (t[0], t[1], {**t[2], "seeds": [7]})
+                                for t in triples], plan.COLD_CI_BOOK_S)
+    assert other["02_tokens_collapse_synthetic"] == plan.COLD_CI_BOOK_S["02_tokens_collapse_synthetic"]
+
+
+def test_book_priority_is_a_notebooks_time_plus_its_longest_chain_of_dependents(monkeypatch):
+    from vqpaper import plan
+
+    runs = {"a": {"r1", "r2"}, "b": {"r3"}, "c": {"r1"}, "d": {"r2", "r9"}, "e": {"r9"}, "x": set()}
+    monkeypatch.setattr(plan, "_run_ids", lambda name, profile, parameters: runs[name])
+    p = plan.book_priority([(n, "ci", {}) for n in "abcde"], {"a": 10, "b": 5, "c": 1, "d": 2, "e": 3})
+    # a -> c (1), a -> d (2) -> e (3): 10 + 2 + 3
+    assert p == {"a": 15.0, "b": 5.0, "c": 1.0, "d": 5.0, "e": 3.0}
+    # an unknown time counts 1 s
+    assert plan.book_priority([("x", "ci", {})], {}) == {"x": 1.0}

@@ -32,7 +32,7 @@ from .settings import settings
 PRECISIONS = ("float32", "tf32", "bf16")  # train.PRECISIONS, without importing the trainer for --help
 
 
-def _execute(args: argparse.Namespace, jobs: list) -> tuple[list, float]:
+def _execute(args: argparse.Namespace, jobs: list, priority=None) -> tuple[list, float]:
     with runner.executor_environment(args.executor, args.ray_address, cpus_per_run=args.cpus_per_run,
                                      gpus_per_run=args.gpus_per_run, precision=args.precision) as env:
         if env.get("VQPAPER_EXECUTOR") == "ray":
@@ -40,7 +40,7 @@ def _execute(args: argparse.Namespace, jobs: list) -> tuple[list, float]:
         started = time.perf_counter()
         outcomes = runner.run_notebooks([dataclasses.replace(job, env={**job.env, **env}) for job in jobs],
                                         workers=getattr(args, "jobs", 1), every_s=args.progress_every,
-                                        show_errors=args.command == "book")
+                                        show_errors=args.command == "book", priority=priority)
     return outcomes, time.perf_counter() - started
 
 
@@ -55,6 +55,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _book_priority(jobs: list, profile: str) -> dict:
+    """Which notebook the workers take first (plan.book_priority), weighted by the last book's
+    times, or before the first by the measured cold ``ci`` times."""
+    from . import plan  # the run lists: which notebook reuses which one's runs
+
+    seconds = runner.previous_times() or (plan.COLD_CI_BOOK_S if profile == "ci" else {})
+    return plan.book_priority([(job.name, job.profile, job.parameters) for job in jobs], seconds)
+
+
 def cmd_book(args: argparse.Namespace) -> int:
     threads = str(settings().threads or DEFAULT_THREADS)  # per notebook, fixed
     started, outcomes, execute_s = time.perf_counter(), [], 0.0
@@ -63,7 +72,7 @@ def cmd_book(args: argparse.Namespace) -> int:
                                    timeout_s=args.timeout, env={"VQPAPER_THREADS": threads})
         print(f"executing {len(jobs)} notebooks, profile {args.profile}, {args.jobs} at a time, "
               f"VQPAPER_THREADS={threads}; logs in {_rel(paths.BUILD / 'logs')}", flush=True)
-        outcomes, execute_s = _execute(args, jobs)
+        outcomes, execute_s = _execute(args, jobs, _book_priority(jobs, args.profile))
         print(runner.time_table(outcomes, execute_s))
     failed = [o.name for o in outcomes if not o.ok]
     record = runner.BookTimings(args.profile, args.jobs, int(threads), outcomes, execute_s)

@@ -579,3 +579,45 @@ def make_plan(profile: str = "paper", *, devices: int = 1, notebooks: Optional[S
     t = measure(runs, device, steps, progress, precision)
     estimate_all(runs, t, precision)
     return runs, t
+
+
+# --------------------------------------------------------------------------------------
+# 7. The order in which ``vqpaper book`` hands its notebooks to the workers
+# --------------------------------------------------------------------------------------
+#: Seconds each notebook took in a cold ``ci`` book on 2 idle cores (README's table, 2026-12-04):
+#: the weights of :func:`book_priority` when this build folder has no timings of its own yet.
+COLD_CI_BOOK_S = {"01_preliminaries": 54, "02_tokens_collapse_synthetic": 65, "03_tokens_collapse_cifar10": 217,
+                  "04_embeddings_collapse": 206, "05_simvq_comparison": 159, "06_remedies": 65}
+
+
+def _run_ids(notebook: str, profile: str, parameters: dict) -> set:
+    from dataclasses import asdict
+    import json
+
+    try:
+        runs = notebook_runs(notebook, profile, **parameters)
+    except (KeyError, TypeError, ValueError):  # not a book notebook with a run list
+        return set()
+    return {json.dumps(asdict(c), sort_keys=True, default=str) for cs in runs.values() for c in cs}
+
+
+def book_priority(jobs: Sequence[tuple], seconds: dict) -> dict:
+    """``{notebook: priority}``: the workers take the notebooks highest priority first.
+
+    ``jobs``: ``(name, profile, parameters)`` in the book's order; ``seconds``: each notebook's
+    expected time (a missing one counts 1 s). A notebook that trains a run an earlier one trains
+    too (the same config) finds it in the cache when it starts after that one has finished: it
+    *depends* on it. The priority is the notebook's time plus the longest chain of notebooks
+    depending on it (list scheduling by bottom level), so every notebook comes after those it
+    depends on and the longest chains start first. For the ``ci`` book, 05 reuses 02's and 03's
+    runs: 03, 02, 04, 05, 06, 01 (two workers: about 390 s, against 430 s in the book's order,
+    where 05 waited for 03 behind 01; longest-first alone starts 05 beside 03 and trains 03's
+    runs twice).
+    """
+    ids = [_run_ids(name, profile, dict(parameters)) for name, profile, parameters in jobs]
+    names = [name for name, _, _ in jobs]
+    priority: dict = {}
+    for i in reversed(range(len(jobs))):
+        later = [priority[names[j]] for j in range(i + 1, len(jobs)) if ids[i] & ids[j]]
+        priority[names[i]] = float(seconds.get(names[i]) or 1.0) + max(later, default=0.0)
+    return priority

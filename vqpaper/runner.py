@@ -505,17 +505,25 @@ def _work(job: Job) -> Outcome:
         os.close(saved[1])
 
 
-def _order(jobs: Sequence[Job]) -> list[Job]:
-    """Longest first (by the last book's timings), so that the workers stay busy to the end."""
+def previous_times(build: Path | None = None) -> dict:
+    """``{notebook: seconds}`` of the last book built in ``build`` (empty before the first)."""
+    previous = read_json((build or paths.BUILD) / "bench" / "book.json").get("notebooks", {})
+    return {name: float(t["wall_time_s"]) for name, t in previous.items() if t.get("wall_time_s")}
+
+
+def _order(jobs: Sequence[Job], priority: Mapping[str, float] | None = None) -> list[Job]:
+    """Highest ``priority`` first (``vqpaper book``: plan.book_priority); without one, longest
+    first by the last book's timings, so that the workers stay busy to the end."""
     if not jobs:
         return []
-    previous = read_json(jobs[0].build / "bench" / "book.json").get("notebooks", {})
-    return sorted(jobs, key=lambda j: -float(previous.get(j.name, {}).get("wall_time_s") or 0.0))
+    if priority is None:
+        priority = previous_times(jobs[0].build)
+    return sorted(jobs, key=lambda j: -float(priority.get(j.name) or 0.0))
 
 
 def run_notebooks(jobs: Sequence[Job], *, workers: int = 2, on_done: Callable[[Outcome], None] | None = None,
                   out=None, live: Optional[bool] = None, every_s: float = LINE_EVERY_S,
-                  show_errors: bool = True) -> list[Outcome]:
+                  show_errors: bool = True, priority: Mapping[str, float] | None = None) -> list[Outcome]:
     """Execute ``jobs``, ``workers`` at a time, each in a worker process (spawned) with its own kernel.
 
     While they run, ``out`` (default stdout) shows one progress line per running notebook: a tqdm
@@ -546,7 +554,7 @@ def run_notebooks(jobs: Sequence[Job], *, workers: int = 2, on_done: Callable[[O
     pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=ctx,
                                initializer=_init_worker, initargs=(channel, every_s))
     try:
-        futures = {pool.submit(_work, job): job for job in _order(jobs)}
+        futures = {pool.submit(_work, job): job for job in _order(jobs, priority)}
         for future in as_completed(futures):
             job = futures[future]
             try:
