@@ -373,6 +373,40 @@ def test_tokens_outside_counts_tokens_in_empty_space():
     assert M.tokens_outside(Z, gap, max_points=500, seed=1) == M.tokens_outside(Z, gap, max_points=500, seed=1) == 0.5
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_tokens_outside_in_1_d_measures_what_a_k_d_tree_measures_to_the_last_bit(seed):
+    """1-D latents take a sort, not sklearn's tree: the same spacings (as a multiset: the quantile
+    does not see their order) and the same distances from each token, bit for bit, duplicates and
+    tokens sitting on a latent included."""
+    from sklearn.neighbors import NearestNeighbors
+
+    r = rng(seed)
+    z = (r.standard_normal((5000, 1)) * r.uniform(0.01, 10)).astype(np.float32).astype(np.float64)
+    z[:200] = z[200:400]
+    tokens = np.concatenate([z[:5], r.normal(0, 3, (123, 1))])
+    nn = NearestNeighbors(n_neighbors=2).fit(z)
+    spacing, to_tokens = M._spacing_1d(z[:, 0], tokens[:, 0])
+    np.testing.assert_array_equal(np.sort(spacing), np.sort(nn.kneighbors(z)[0][:, 1]))
+    np.testing.assert_array_equal(to_tokens, nn.kneighbors(tokens, n_neighbors=1)[0][:, 0])
+    assert to_tokens[:5].max() == 0.0
+
+
+def test_unique_rows_is_numpys_unique_along_rows():
+    r = rng(5)
+    for rows, width in ((1, 3), (10, 1), (2000, 2), (5000, 8)):
+        a = r.standard_normal((max(1, rows // 10), width))[r.integers(0, max(1, rows // 10), rows)]
+        a[: rows // 3, 0] = 0.0
+        a[rows // 3: rows // 2, 0] = -0.0
+        uniq, inverse, counts = M.unique_rows(a)
+        want = np.unique(a, axis=0, return_inverse=True, return_counts=True)
+        np.testing.assert_array_equal(uniq, want[0])
+        np.testing.assert_array_equal(inverse, want[1].ravel())
+        np.testing.assert_array_equal(counts, want[2])
+        np.testing.assert_array_equal(uniq[inverse], a)
+    with pytest.raises(ConfigError, match="2-D"):
+        M.unique_rows(np.zeros(3))
+
+
 def test_tokens_outside_refuses_bad_input():
     Z = rng(0).normal(size=(100, 2))
     with pytest.raises(ConfigError, match="token_dim"):

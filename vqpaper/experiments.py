@@ -7,7 +7,6 @@ runs come from one function (:data:`RUN_LISTS`, ``runs_01`` ... ``runs_06``), wh
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import replace
 from typing import Iterable, Optional, Sequence
@@ -503,18 +502,16 @@ def encoder_output_coordinates(results: Sequence[RunResult], prominence: float =
     is paired with coordinate ``c`` of the input ``X``: the encoder mixes the input's coordinates,
     so this pairs two 1-D views of the same points, not the same axis (see 01 §6).
     """
-    out, input_peaks = [], {}  # the runs share their input: its peaks are counted once per coordinate
+    out = []
     for r in results:
         X = r.arrays["X"]
         z = r.arrays["Z_init"].reshape(X.shape[0], -1)
         for c in range(z.shape[1]):
-            column = np.ascontiguousarray(X[:, c])
-            key = (column.shape, column.dtype.str, hashlib.sha1(column.tobytes()).hexdigest())
-            if key not in input_peaks:
-                input_peaks[key] = M.count_peaks(column, prominence=prominence)
             out.append({"seed": r.config["seed"], "encoder": ENCODER_OF_METHOD[r.config["method"]],
                         "coordinate": c + 1, "peaks": M.count_peaks(z[:, c], prominence=prominence),
-                        "input peaks": input_peaks[key], "range": float(np.ptp(z[:, c]))})
+                        # the runs share their input: its peaks are counted once per coordinate
+                        "input peaks": M.count_data_peaks(X[:, c], prominence=prominence),
+                        "range": float(np.ptp(z[:, c]))})
     return out
 
 
