@@ -25,15 +25,14 @@
 #
 # **Set-up.** A convolutional VQ-VAE in the style of the Sonnet example
 # {cite}`sonnet2018vqvae`: two stride-2 convolutions ($32 \times 32 \to 8 \times 8$), two
-# residual blocks, a $1 \times 1$ convolution to the token dimension 32, and a mirrored
+# residual blocks, a $1 \times 1$ convolution to the token dimension, and a mirrored
 # decoder; each image becomes $8 \times 8 = 64$ latent vectors that share one codebook. Adam
-# (amsgrad) with learning rate $3 \cdot 10^{-4}$, batch 128, $\beta = 0.25$, EMA decay 0.99,
-# K-means initialisation of the tokens from the encoder outputs on the training images.
-# *Scratch* trains the VQ-VAE for the whole budget; *pretrained* spends half of it on the
-# autoencoder without VQ and half on VQ fine-tuning (the paper: 150 + 150 epochs against
-# 300). The `ci` profile uses a narrower model (32 channels), 4,096 training images, 3 + 3
-# against 6 epochs and three codebook sizes; the `paper` profile has the paper's model, sizes
-# and epochs on all training images.
+# (amsgrad), batch 128, $\beta = 0.25$, EMA decay 0.99, K-means initialisation of the tokens
+# from the encoder outputs on the training images. *Scratch* trains the VQ-VAE from the start;
+# *pretrained* first trains the autoencoder without VQ, then fine-tunes it with VQ. The paper
+# uses 128 channels, token dimension 32, learning rate $3 \cdot 10^{-4}$ and 150 + 150 epochs
+# against 300 on all training images, which the `paper` profile follows.
+# {glue:text}`tcc.setup`
 #
 # **Measures.** Test MSE on pixels scaled to $[-0.5, 0.5]$, and, as Sonnet reports it, the MSE
 # divided by the variance of the training pixels. Perplexity and usage (the fraction of
@@ -61,6 +60,7 @@ device = None             # "auto", "cpu" or "cuda"
 from vqpaper import book, claims, experiments as ex, plots, results, verdicts
 
 cfg = ex.setup("03_tokens_collapse_cifar10", profile, globals())
+book.glue_text("tcc.setup", ex.budget_sentence(cfg))
 ex.parameters_table(cfg)
 
 # %% [markdown]

@@ -29,11 +29,10 @@
 # the paper, over several seeds. Beside it we train a variant in which both models are
 # first pretrained as autoencoders (half the epochs) and then fine-tuned with VQ: it removes
 # tokens collapse from the comparison, so what remains is the encoder's own limit. On
-# CIFAR-10, the convolutional VQ-VAE of {doc}`03_tokens_collapse_cifar10` (codebook 512, token
-# dimension 64) with the encoder's channels reduced step by step and the decoder fixed. The
-# `ci` profile trains the synthetic models for 90 epochs on 2-D and 8-D data with 500 points
-# per cluster, and the CIFAR-10 models for a few epochs; the `paper` profile uses 2-, 3-
-# and 8-D data with 1,000 points per cluster, 200 epochs, and the paper's 300 CIFAR-10 epochs.
+# CIFAR-10, the convolutional VQ-VAE of {doc}`03_tokens_collapse_cifar10` with the encoder's
+# channels reduced step by step and the decoder fixed (the paper: codebook 512, token
+# dimension 64, channels from 64 down to 2, 300 epochs; synthetic data 200 epochs, which the
+# `paper` profile follows). {glue:text}`ec.setup`
 #
 # **Measures.** For embeddings: the participation ratio of the encoder outputs $Z$ (their
 # effective dimension, divided by $d$: 1 when the variance is spread over all directions).
@@ -73,6 +72,7 @@ device = None                # "auto", "cpu" or "cuda"
 from vqpaper import book, claims, experiments as ex, plots, results, verdicts
 
 cfg = ex.setup("04_embeddings_collapse", profile, globals())
+book.glue_text("ec.setup", ex.budget_sentence(cfg))
 ex.parameters_table(cfg)
 
 # %% [markdown]

@@ -27,8 +27,8 @@
 #   fine-tuning, to see whether the two remedies add up;
 # - **EMA scratch**: the paper's EMA-VQ from scratch, tokens initialised by K-means on the
 #   outputs of the untrained encoder;
-# - **EMA pretrained**: autoencoder pretraining for half the epochs, then K-means and EMA-VQ
-#   fine-tuning for the other half.
+# - **EMA pretrained**: autoencoder pretraining, then K-means and EMA-VQ fine-tuning (the
+#   epochs of each stage are in the sentence on the budget below).
 #
 # It asks two questions: does SimVQ cure **tokens collapse** (on the synthetic data of
 # {doc}`02_tokens_collapse_synthetic` and on the CIFAR-10 codebook sweep of
@@ -44,9 +44,8 @@
 # second commits the encoder to its tokens. There is no EMA update and no K-means
 # initialisation, and decoding from indices uses the projected codebook $W(B)$, not $B$. $W$
 # starts like PyTorch's default linear layer, from the run's seed. The models, optimisers and
-# synthetic epochs are those of notebooks 02 and 03; at `ci` the CIFAR-10 runs see fewer
-# training images than notebook 03's, to fit the time budget (the data actually used is
-# stated below). SimVQ always trains for the whole budget, as EMA scratch does.
+# budgets are those of notebooks 02 and 03 (the data actually used is stated below). SimVQ
+# always trains for the whole budget, as EMA scratch does. {glue:text}`svq.setup`
 
 # %% tags=["parameters", "remove-cell"]
 profile = "ci"               # "ci" for minutes on a laptop CPU or "paper" for the paper settings
@@ -77,6 +76,7 @@ device = None                # "auto", "cpu" or "cuda"
 from vqpaper import book, claims, experiments as ex, plots, results, verdicts
 
 cfg = ex.setup("05_simvq_comparison", profile, globals())
+book.glue_text("svq.setup", ex.budget_sentence(cfg))
 ex.parameters_table(cfg)
 
 # %% [markdown]

@@ -1,7 +1,7 @@
 """The experiments' helpers: run lists, tidy tables, the notebooks' small demonstrations."""
 import pytest
 
-from vqpaper import config
+from vqpaper import config, paths
 from vqpaper import experiments as ex
 from vqpaper.errors import ConfigError
 from vqpaper.experiments import range_text, unused_token_positions
@@ -24,6 +24,28 @@ def test_our_ema_with_the_laplace_update_is_the_library_s_and_eq5_is_not():
 
 
 # ------------------------------------------------------------------ a notebook's start and its run list
+@pytest.mark.parametrize("notebook", ["03_tokens_collapse_cifar10", "04_embeddings_collapse", "05_simvq_comparison"])
+def test_the_set_up_paragraph_says_what_this_build_trains(notebook):
+    """The set-up paragraphs of 03-05 glue ex.budget_sentence: computed from the parameters, so a
+    changed preset or a -p value changes the text (03 once described a ci model it no longer ran)."""
+    from vqpaper import config
+
+    ci = ex.budget_sentence(config.notebook_config(notebook, "ci"))
+    assert ci.startswith("This build runs the ci profile: ") and ci.endswith(".")
+    assert "1,024 training images" in ci and "16 channels" in ci
+    paper = ex.budget_sentence(config.notebook_config(notebook, "paper"))
+    assert "all training images" in paper and "128 channels" in paper and paper != ci
+    other = ex.budget_sentence(config.notebook_config(notebook, "ci", cifar_seeds=[0], seeds=[0, 1, 2, 3, 4]) if
+                               notebook != "03_tokens_collapse_cifar10" else
+                               config.notebook_config(notebook, "ci", seeds=[0], codebook_sizes=[16, 64]))
+    assert other != ci and ("1 seed" in other)
+    source = (paths.NOTEBOOKS / f"{notebook}.py").read_text()
+    key = {"03": "tcc", "04": "ec", "05": "svq"}[notebook[:2]]
+    assert f"{{glue:text}}`{key}.setup`" in source and f'book.glue_text("{key}.setup", ex.budget_sentence(cfg))' in source
+    with pytest.raises(ConfigError, match="budget_sentence"):
+        ex.budget_sentence(config.notebook_config("01_preliminaries", "ci"))
+
+
 def test_setup_reads_exactly_the_notebook_s_parameters_from_its_namespace():
     names = config.notebook_config("02_tokens_collapse_synthetic", "ci").parameter_names()
     namespace = {**{name: None for name in names}, "seeds": [4, 5], "unrelated": 3, "profile": "ignored"}

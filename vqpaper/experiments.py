@@ -396,6 +396,55 @@ def recipe_rows(results: Sequence[RunResult], keys: Sequence[str]) -> list[dict]
     return out
 
 
+def _listed(values, fmt="{:,}") -> str:
+    """"16, 256 and 4,096" (one value: "16")."""
+    texts = [fmt.format(v) for v in values]
+    return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
+
+
+def _seeds(seeds) -> str:
+    return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
+
+
+def _images(n: Optional[int]) -> str:
+    return "all training images" if n is None else f"{n:,} training images"
+
+
+def _cifar_model(token_dim: int, channels: int, residual_channels: int, lr: float) -> str:
+    return (f"token dimension {token_dim}, {channels} channels ({residual_channels} in the residual blocks), "
+            f"learning rate {lr:g}")
+
+
+def budget_sentence(cfg: NotebookParams) -> str:
+    """What this build of a notebook trains, from its parameters (glued into its set-up paragraph,
+    so that the text says what ran, whatever the profile or ``-p`` values)."""
+    head = f"This build runs the {cfg.profile or 'given'} profile"
+    if isinstance(cfg, TokensCollapseCifar):
+        return (f"{head}: {_cifar_model(cfg.token_dim, cfg.channels, cfg.residual_channels, cfg.lr)}, "
+                f"{_images(cfg.train_images)}, codebook sizes {_listed(cfg.codebook_sizes)}, "
+                f"{_seeds(cfg.seeds)}; from scratch {cfg.scratch_epochs} epochs, pretrained "
+                f"{cfg.pretrain_epochs} + {cfg.finetune_epochs}.")
+    if isinstance(cfg, EmbeddingsCollapse):
+        half = max(1, cfg.epochs // 2)  # as runs_04 splits them
+        return (f"{head}: synthetic data in {_listed(cfg.dims, '{}-D')} (token dimensions "
+                f"{_listed(cfg.token_dims, '{}')}), {cfg.n_per_cluster:,} points per cluster, {cfg.epochs} epochs "
+                f"(the pretrained variant {half} + {half}), encoder widths {_listed(cfg.encoder_hiddens, '{}')} "
+                f"(pretrained variant: {_listed(cfg.pretrained_hiddens, '{}')}), {_seeds(cfg.seeds)}; on CIFAR-10, "
+                f"codebook {cfg.cifar_codebook_size:,}, token dimension {cfg.cifar_token_dim}, a decoder of "
+                f"{cfg.cifar_channels} channels ({cfg.cifar_residual_channels} in the residual blocks), encoder "
+                f"channels {_listed(cfg.encoder_channels, '{}')}, learning rate {cfg.cifar_lr:g}, "
+                f"{_images(cfg.cifar_train_images)}, {cfg.cifar_epochs} epochs, {_seeds(cfg.cifar_seeds)}.")
+    if isinstance(cfg, SimVQComparison):
+        return (f"{head}: synthetic data in {_listed(cfg.dims, '{}-D')}, {cfg.scratch_epochs} epochs from scratch "
+                f"(pretrained {cfg.pretrain_epochs} + {cfg.finetune_epochs}), encoder widths "
+                f"{_listed(cfg.encoder_hiddens, '{}')}, {_seeds(cfg.seeds)}; on CIFAR-10, "
+                f"{_cifar_model(cfg.token_dim, cfg.channels, cfg.residual_channels, cfg.cifar_lr)}, "
+                f"{_images(cfg.train_images)}, codebook sizes {_listed(cfg.codebook_sizes)}, "
+                f"{cfg.cifar_scratch_epochs} epochs from scratch (pretrained {cfg.cifar_pretrain_epochs} + "
+                f"{cfg.cifar_finetune_epochs}), {_seeds(cfg.cifar_seeds)}.")
+    raise ConfigError(f"budget_sentence knows notebooks 03, 04 and 05, not {type(cfg).__name__}")
+
+
 def cifar_data_description(data, results: Sequence[RunResult]) -> str:
     """``data.description``, plus how many training images the runs used when ``train_images`` cut it."""
     used = sorted({int(r.metrics["n_train"]) for r in results})
