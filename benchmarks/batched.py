@@ -7,7 +7,8 @@ notebook 02's ``ci`` sweep one run at a time against batched, on the current dev
     python benchmarks/batched.py --device cuda
     python benchmarks/batched.py --device cuda --skip-sweep   # only the steps/s tables (1. and 2.)
     python benchmarks/batched.py --baseline /tmp/base   # also the sweep with another checkout's code
-                                                        # (e.g. `git archive <commit> vqpaper | tar -x -C /tmp/base`)
+                                                        # (e.g. `git archive <commit> vqpaper | tar -x -C /tmp/base`;
+                                                        # a commit from c29167c on, which has experiments.runs_02)
 
 1. **MLP steps/s** at N = 1, 3, 8, 32 models per group, notebook 02's ``ci`` shapes (2-D data
    with token_dim 1, 8-D with token_dim 4; K = 128, batch 256, EMA-VQ): ``train.train_step`` on
@@ -164,6 +165,8 @@ import torch
 torch.set_num_threads(1)
 from vqpaper import config, experiments, train
 assert train.__file__.startswith(sys.argv[1]), train.__file__
+if not hasattr(experiments, "runs_02"):
+    sys.exit("its vqpaper has no experiments.runs_02 (added in c29167c), so notebook 02's run list cannot be built")
 cfg = config.notebook_config("02_tokens_collapse_synthetic", "ci", device=sys.argv[2], **json.loads(sys.argv[3]))
 configs = [run for runs in experiments.runs_02(cfg).values() for run in runs]
 t0 = time.perf_counter()
@@ -182,7 +185,8 @@ def baseline_seconds(directory: Path, device: str, quick: bool) -> float:
     proc = subprocess.run([sys.executable, "-c", BASELINE, str(directory), device, json.dumps(QUICK if quick else {})],
                           env=env, cwd=directory, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"the baseline in {directory} failed:\n{proc.stderr[-3000:]}")
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise SystemExit(f"the baseline in {directory} failed: {last}")
     return float(proc.stdout.strip().splitlines()[-1])
 
 
@@ -225,9 +229,13 @@ def main(argv=None) -> int:
     sweep = sweep_comparison(configs)
     if args.baseline:
         sweep["baseline_dir"] = str(args.baseline)
-        sweep["baseline_one_at_a_time_s"] = baseline_seconds(args.baseline.resolve(), device, args.quick)
-        print(f"  the same sweep one at a time with {args.baseline}: {sweep['baseline_one_at_a_time_s']:.1f} s "
-              f"({sweep['baseline_one_at_a_time_s'] / sweep['batched_s']:.2f}x the batched time)", flush=True)
+        try:
+            sweep["baseline_one_at_a_time_s"] = baseline_seconds(args.baseline.resolve(), device, args.quick)
+            print(f"  the same sweep one at a time with {args.baseline}: {sweep['baseline_one_at_a_time_s']:.1f} s "
+                  f"({sweep['baseline_one_at_a_time_s'] / sweep['batched_s']:.2f}x the batched time)", flush=True)
+        except SystemExit as exc:  # the sweep's own numbers above still count
+            sweep["baseline_error"] = str(exc)
+            print(f"  no baseline: {exc}", flush=True)
     out.write_text(json.dumps({**report, "sweep_02_ci": sweep}, indent=1))
     print(f"written {out}")
     if not sweep["identical"]:
