@@ -8,7 +8,7 @@ notebook 02's ``ci`` sweep one run at a time against batched, on the current dev
     python benchmarks/batched.py --device cuda --skip-sweep   # only the steps/s tables (1. and 2.)
     python benchmarks/batched.py --baseline /tmp/base   # also the sweep with another checkout's code
                                                         # (e.g. `git archive <commit> vqpaper | tar -x -C /tmp/base`;
-                                                        # a commit from c29167c on, which has experiments.runs_02)
+                                                        # one whose notebook 02 ci sweep has as many runs as this one's)
 
 1. **MLP steps/s** at N = 1, 3, 8, 32 models per group, notebook 02's ``ci`` shapes (2-D data
    with token_dim 1, 8-D with token_dim 4; K = 128, batch 256, EMA-VQ): ``train.train_step`` on
@@ -172,22 +172,32 @@ configs = [run for runs in experiments.runs_02(cfg).values() for run in runs]
 t0 = time.perf_counter()
 for c in configs:
     train.run_synthetic(c)
-print(time.perf_counter() - t0)
+print(len(configs), time.perf_counter() - t0)
 """
 
 
-def baseline_seconds(directory: Path, device: str, quick: bool) -> float:
-    """Notebook 02's ci sweep, one run at a time, with the ``vqpaper`` of ``directory`` (a subprocess)."""
+def baseline_seconds(directory: Path, device: str, quick: bool, runs: int) -> float:
+    """Notebook 02's ci sweep, one run at a time, with the ``vqpaper`` of ``directory`` (a subprocess).
+
+    That checkout builds the sweep from its own preset: a version whose sweep has another number of
+    runs than ``runs`` (this one's) is refused, since it would time another sweep.
+    """
     import os
     import subprocess
 
+    if not (directory / "vqpaper" / "train.py").is_file():
+        raise SystemExit(f"{directory} holds no vqpaper package (expected {directory / 'vqpaper'})")
     env = dict(os.environ, PYTHONPATH=str(directory))
     proc = subprocess.run([sys.executable, "-c", BASELINE, str(directory), device, json.dumps(QUICK if quick else {})],
                           env=env, cwd=directory, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise SystemExit(f"the baseline in {directory} failed: {last}")
-    return float(proc.stdout.strip().splitlines()[-1])
+    theirs, seconds = proc.stdout.strip().splitlines()[-1].split()
+    if int(theirs) != runs:
+        raise SystemExit(f"the baseline in {directory} builds notebook 02's ci sweep with {theirs} runs, this "
+                         f"checkout with {runs}: not the same sweep")
+    return float(seconds)
 
 
 def main(argv=None) -> int:
@@ -230,7 +240,8 @@ def main(argv=None) -> int:
     if args.baseline:
         sweep["baseline_dir"] = str(args.baseline)
         try:
-            sweep["baseline_one_at_a_time_s"] = baseline_seconds(args.baseline.resolve(), device, args.quick)
+            sweep["baseline_one_at_a_time_s"] = baseline_seconds(args.baseline.resolve(), device, args.quick,
+                                                                 len(configs))
             print(f"  the same sweep one at a time with {args.baseline}: {sweep['baseline_one_at_a_time_s']:.1f} s "
                   f"({sweep['baseline_one_at_a_time_s'] / sweep['batched_s']:.2f}x the batched time)", flush=True)
         except SystemExit as exc:  # the sweep's own numbers above still count

@@ -205,7 +205,8 @@ claims.overview(families)
 #   {glue:text}`tcc.smallest.mse_ratio` times that of the model trained from scratch.
 #
 # The parameters table at the top says how this execution's budget compares with the paper's
-# 300 epochs on all of CIFAR-10; the `paper` profile runs the full sweep.
+# 300 epochs on all of CIFAR-10; the `paper` profile runs the paper's model and epochs on all of
+# it.
 #
 # **Convergence.** Every training stage behind a check (pretraining included), by the rule of
 # `vqpaper.claims`: the loss's change over the stage's last quarter as a share of its whole fall,

@@ -509,6 +509,8 @@ def test_book_order_starts_the_longest_chain_and_puts_a_notebook_after_those_who
     names = [j.name for j in runner._order(jobs, plan.book_priority(triples, plan.COLD_CI_BOOK_S))]
     assert names == ["03_tokens_collapse_cifar10", "02_tokens_collapse_synthetic", "04_embeddings_collapse",
                      "05_simvq_comparison", "06_remedies", "01_preliminaries"]
+    assert plan.book_dependencies(triples) == {j.name: ({"02_tokens_collapse_synthetic", "03_tokens_collapse_cifar10"}
+                                                        if j.name == "05_simvq_comparison" else set()) for j in jobs}
     equal = runner._order(jobs, plan.book_priority(triples, {}))  # no timings at all: still after its producers
     position = {j.name: i for i, j in enumerate(equal)}
     assert position["05_simvq_comparison"] > max(position["02_tokens_collapse_synthetic"],
@@ -529,3 +531,48 @@ def test_book_priority_is_a_notebooks_time_plus_its_longest_chain_of_dependents(
     assert p == {"a": 15.0, "b": 5.0, "c": 1.0, "d": 5.0, "e": 3.0}
     # an unknown time counts 1 s
     assert plan.book_priority([("x", "ci", {})], {}) == {"x": 1.0}
+
+
+def test_a_notebook_waits_for_the_ones_it_depends_on_even_with_a_worker_free():
+    """runner._ready: a job starts once every notebook in after[name] has ended (ok or failed),
+    in priority order, at most as many as there are free workers."""
+    jobs = [runner.Job(n, None, "ci", {}, None, None) for n in ("03", "02", "05", "06")]
+    after = {"05": {"02", "03"}}
+    assert [j.name for j in runner._ready(jobs, after, set(), 3)] == ["03", "02", "06"]
+    assert [j.name for j in runner._ready(jobs[2:], after, {"02"}, 2)] == ["06"]    # 03 still running
+    assert [j.name for j in runner._ready(jobs[2:], after, {"02", "03"}, 1)] == ["05"]
+    assert runner._ready(jobs, after, set(), 0) == []
+
+
+STAMP = '''# %% tags=["parameters"]
+profile = "ci"
+stamps = ""
+name = ""
+pause = 0.0
+
+# %%
+import time, pathlib
+started = time.time()
+time.sleep(pause)
+with open(stamps, "a") as f:
+    f.write(f"{name} {started} {time.time()}\\n")
+'''
+
+
+@pytest.mark.notebooks
+@pytest.mark.timeout(300)
+def test_run_notebooks_holds_a_dependent_back_until_its_producer_ends(tmp_path):
+    """Two workers, two notebooks: without `after` they would run side by side; with it the second
+    starts only when the first has ended (as 05 waits for 03 in `vqpaper book`)."""
+    for n in ("98_first", "99_second"):
+        (tmp_path / f"{n}.py").write_text(STAMP)
+    stamps = tmp_path / "stamps.txt"
+    jobs = [runner.prepare(tmp_path / "98_first.py", "ci", {"stamps": str(stamps), "name": "first", "pause": "3"},
+                           build=tmp_path / "build"),
+            runner.prepare(tmp_path / "99_second.py", "ci", {"stamps": str(stamps), "name": "second"},
+                           build=tmp_path / "build")]
+    outcomes = runner.run_notebooks(jobs, workers=2, out=io.StringIO(), after={"99_second": {"98_first"}},
+                                    priority={"98_first": 1.0, "99_second": 2.0})  # the dependent ranks first
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    times = {line.split()[0]: [float(t) for t in line.split()[1:]] for line in stamps.read_text().splitlines()}
+    assert times["second"][0] >= times["first"][1]

@@ -1,4 +1,6 @@
 """The experiments' helpers: run lists, tidy tables, the notebooks' small demonstrations."""
+import re
+
 import pytest
 
 from vqpaper import config, paths
@@ -28,22 +30,30 @@ def test_our_ema_with_the_laplace_update_is_the_library_s_and_eq5_is_not():
 def test_the_set_up_paragraph_says_what_this_build_trains(notebook):
     """The set-up paragraphs of 03-05 glue ex.budget_sentence: computed from the parameters, so a
     changed preset or a -p value changes the text (03 once described a ci model it no longer ran)."""
-    from vqpaper import config
-
     ci = ex.budget_sentence(config.notebook_config(notebook, "ci"))
     assert ci.startswith("This build runs the ci profile: ") and ci.endswith(".")
-    assert "1,024 training images" in ci and "16 channels" in ci
+    assert "at most 1,024 training images" in ci and "16 channels" in ci and "learning rate 10⁻³" in ci
     paper = ex.budget_sentence(config.notebook_config(notebook, "paper"))
-    assert "all training images" in paper and "128 channels" in paper and paper != ci
-    other = ex.budget_sentence(config.notebook_config(notebook, "ci", cifar_seeds=[0], seeds=[0, 1, 2, 3, 4]) if
-                               notebook != "03_tokens_collapse_cifar10" else
-                               config.notebook_config(notebook, "ci", seeds=[0], codebook_sizes=[16, 64]))
-    assert other != ci and ("1 seed" in other)
+    assert "all training images" in paper and "128 channels" in paper and "learning rate 3·10⁻⁴" in paper
+    if notebook == "03_tokens_collapse_cifar10":
+        other = config.notebook_config(notebook, "ci", seeds=[0], codebook_sizes=[16, 64], scratch_epochs=7)
+        want = ["codebook sizes 16 and 64", "7 epochs from scratch"]
+    else:
+        other = config.notebook_config(notebook, "ci", cifar_seeds=[0], seeds=[0, 1, 2, 3, 4], n_per_cluster=123)
+        want = ["123 points per cluster", "5 seeds"]
+    text = ex.budget_sentence(other)
+    assert re.search(r"(?<![\d,])1 seed(?!s)", text) and all(w in text for w in want), text
     source = (paths.NOTEBOOKS / f"{notebook}.py").read_text()
     key = {"03": "tcc", "04": "ec", "05": "svq"}[notebook[:2]]
     assert f"{{glue:text}}`{key}.setup`" in source and f'book.glue_text("{key}.setup", ex.budget_sentence(cfg))' in source
     with pytest.raises(ConfigError, match="budget_sentence"):
         ex.budget_sentence(config.notebook_config("01_preliminaries", "ci"))
+
+
+def test_the_budget_sentence_names_the_encoder_widths_each_sweep_of_05_trains():
+    cfg = config.notebook_config("05_simvq_comparison", "ci", encoder_hiddens=[4, 16, 32])
+    assert "encoder width 32, SimVQ from scratch also 4 and 16;" in ex.budget_sentence(cfg)
+    assert ex._rate(3e-4) == "3·10⁻⁴" and ex._rate(1e-3) == "10⁻³" and ex._rate(0.05) == "0.05"
 
 
 def test_setup_reads_exactly_the_notebook_s_parameters_from_its_namespace():

@@ -32,7 +32,7 @@ from .settings import settings
 PRECISIONS = ("float32", "tf32", "bf16")  # train.PRECISIONS, without importing the trainer for --help
 
 
-def _execute(args: argparse.Namespace, jobs: list, priority=None) -> tuple[list, float]:
+def _execute(args: argparse.Namespace, jobs: list, order: tuple = (None, None)) -> tuple[list, float]:
     with runner.executor_environment(args.executor, args.ray_address, cpus_per_run=args.cpus_per_run,
                                      gpus_per_run=args.gpus_per_run, precision=args.precision) as env:
         if env.get("VQPAPER_EXECUTOR") == "ray":
@@ -40,7 +40,7 @@ def _execute(args: argparse.Namespace, jobs: list, priority=None) -> tuple[list,
         started = time.perf_counter()
         outcomes = runner.run_notebooks([dataclasses.replace(job, env={**job.env, **env}) for job in jobs],
                                         workers=getattr(args, "jobs", 1), every_s=args.progress_every,
-                                        show_errors=args.command == "book", priority=priority)
+                                        show_errors=args.command == "book", priority=order[0], after=order[1])
     return outcomes, time.perf_counter() - started
 
 
@@ -55,13 +55,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _book_priority(jobs: list, profile: str) -> dict:
-    """Which notebook the workers take first (plan.book_priority), weighted by the last book's
-    times, or before the first by the measured cold ``ci`` times."""
+def _book_order(jobs: list, profile: str) -> tuple[dict, dict]:
+    """``(priority, after)`` for runner.run_notebooks: which notebook the workers take first
+    (plan.book_priority) and which ones each waits for (plan.book_dependencies: those whose runs it
+    reuses). Weighted by the last book's times at this profile, else by the measured cold ``ci`` times."""
     from . import plan  # the run lists: which notebook reuses which one's runs
 
-    seconds = runner.previous_times() or (plan.COLD_CI_BOOK_S if profile == "ci" else {})
-    return plan.book_priority([(job.name, job.profile, job.parameters) for job in jobs], seconds)
+    triples = [(job.name, job.profile, job.parameters) for job in jobs]
+    seconds = {**(plan.COLD_CI_BOOK_S if profile == "ci" else {}), **runner.previous_times(profile=profile)}
+    after = plan.book_dependencies(triples)
+    return plan.book_priority(triples, seconds, after), after
 
 
 def cmd_book(args: argparse.Namespace) -> int:
@@ -72,7 +75,7 @@ def cmd_book(args: argparse.Namespace) -> int:
                                    timeout_s=args.timeout, env={"VQPAPER_THREADS": threads})
         print(f"executing {len(jobs)} notebooks, profile {args.profile}, {args.jobs} at a time, "
               f"VQPAPER_THREADS={threads}; logs in {_rel(paths.BUILD / 'logs')}", flush=True)
-        outcomes, execute_s = _execute(args, jobs, _book_priority(jobs, args.profile))
+        outcomes, execute_s = _execute(args, jobs, _book_order(jobs, args.profile))
         print(runner.time_table(outcomes, execute_s))
     failed = [o.name for o in outcomes if not o.ok]
     record = runner.BookTimings(args.profile, args.jobs, int(threads), outcomes, execute_s)

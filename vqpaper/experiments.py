@@ -407,41 +407,60 @@ def _seeds(seeds) -> str:
 
 
 def _images(n: Optional[int]) -> str:
-    return "all training images" if n is None else f"{n:,} training images"
+    return "all training images" if n is None else f"at most {n:,} training images"
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _rate(lr: float) -> str:
+    """0.0003 -> "3·10⁻⁴", 0.001 -> "10⁻³" (as the prose writes the paper's); 0.05 -> "0.05"."""
+    if lr >= 0.01:
+        return f"{lr:g}"
+    m, e = f"{lr:e}".split("e")
+    m = f"{float(m):g}"
+    power = "10" + str(int(e)).translate(_SUPERSCRIPT)
+    return power if m == "1" else f"{m}·{power}"
 
 
 def _cifar_model(token_dim: int, channels: int, residual_channels: int, lr: float) -> str:
     return (f"token dimension {token_dim}, {channels} channels ({residual_channels} in the residual blocks), "
-            f"learning rate {lr:g}")
+            f"learning rate {_rate(lr)}")
 
 
 def budget_sentence(cfg: NotebookParams) -> str:
     """What this build of a notebook trains, from its parameters (glued into its set-up paragraph,
-    so that the text says what ran, whatever the profile or ``-p`` values)."""
+    so that the text says what ran, whatever the profile or ``-p`` values). Training images are
+    "at most" ``train_images``: a data set with fewer gives all of its own."""
     head = f"This build runs the {cfg.profile or 'given'} profile"
     if isinstance(cfg, TokensCollapseCifar):
-        return (f"{head}: {_cifar_model(cfg.token_dim, cfg.channels, cfg.residual_channels, cfg.lr)}, "
-                f"{_images(cfg.train_images)}, codebook sizes {_listed(cfg.codebook_sizes)}, "
-                f"{_seeds(cfg.seeds)}; from scratch {cfg.scratch_epochs} epochs, pretrained "
-                f"{cfg.pretrain_epochs} + {cfg.finetune_epochs}.")
+        return (f"{head}: {_cifar_model(cfg.token_dim, cfg.channels, cfg.residual_channels, cfg.lr)}; "
+                f"{_images(cfg.train_images)}; codebook sizes {_listed(cfg.codebook_sizes)}; {_seeds(cfg.seeds)}; "
+                f"{cfg.scratch_epochs} epochs from scratch, {cfg.pretrain_epochs} + {cfg.finetune_epochs} pretrained.")
     if isinstance(cfg, EmbeddingsCollapse):
-        half = max(1, cfg.epochs // 2)  # as runs_04 splits them
-        return (f"{head}: synthetic data in {_listed(cfg.dims, '{}-D')} (token dimensions "
-                f"{_listed(cfg.token_dims, '{}')}), {cfg.n_per_cluster:,} points per cluster, {cfg.epochs} epochs "
-                f"(the pretrained variant {half} + {half}), encoder widths {_listed(cfg.encoder_hiddens, '{}')} "
-                f"(pretrained variant: {_listed(cfg.pretrained_hiddens, '{}')}), {_seeds(cfg.seeds)}; on CIFAR-10, "
-                f"codebook {cfg.cifar_codebook_size:,}, token dimension {cfg.cifar_token_dim}, a decoder of "
+        synthetic = runs_04(cfg)["synthetic, pretrained"][0]  # the split runs_04 gives the pretrained variant
+        return (f"{head}: {_listed(cfg.dims, '{}-D')} synthetic data (token dimensions "
+                f"{_listed(cfg.token_dims, '{}')}) with {cfg.n_per_cluster:,} points per cluster; {cfg.epochs} "
+                f"epochs from scratch, {synthetic.pretrain_epochs} + {synthetic.finetune_epochs} for the pretrained "
+                f"variant; encoder widths {_listed(cfg.encoder_hiddens, '{}')} from scratch, "
+                f"{_listed(cfg.pretrained_hiddens, '{}')} pretrained; {_seeds(cfg.seeds)}. On CIFAR-10: codebook "
+                f"{cfg.cifar_codebook_size:,}, token dimension {cfg.cifar_token_dim}, a decoder of "
                 f"{cfg.cifar_channels} channels ({cfg.cifar_residual_channels} in the residual blocks), encoder "
-                f"channels {_listed(cfg.encoder_channels, '{}')}, learning rate {cfg.cifar_lr:g}, "
-                f"{_images(cfg.cifar_train_images)}, {cfg.cifar_epochs} epochs, {_seeds(cfg.cifar_seeds)}.")
+                f"channels {_listed(cfg.encoder_channels, '{}')}, learning rate {_rate(cfg.cifar_lr)}; "
+                f"{_images(cfg.cifar_train_images)}; {cfg.cifar_epochs} epochs; {_seeds(cfg.cifar_seeds)}.")
     if isinstance(cfg, SimVQComparison):
-        return (f"{head}: synthetic data in {_listed(cfg.dims, '{}-D')}, {cfg.scratch_epochs} epochs from scratch "
-                f"(pretrained {cfg.pretrain_epochs} + {cfg.finetune_epochs}), encoder widths "
-                f"{_listed(cfg.encoder_hiddens, '{}')}, {_seeds(cfg.seeds)}; on CIFAR-10, "
-                f"{_cifar_model(cfg.token_dim, cfg.channels, cfg.residual_channels, cfg.cifar_lr)}, "
-                f"{_images(cfg.train_images)}, codebook sizes {_listed(cfg.codebook_sizes)}, "
-                f"{cfg.cifar_scratch_epochs} epochs from scratch (pretrained {cfg.cifar_pretrain_epochs} + "
-                f"{cfg.cifar_finetune_epochs}), {_seeds(cfg.cifar_seeds)}.")
+        runs = runs_05(cfg)
+        widths = {name: sorted({c.encoder_hidden for c in cs}) for name, cs in runs.items() if "synthetic" in name}
+        simvq = widths.pop("SimVQ synthetic runs")
+        others = sorted({w for ws in widths.values() for w in ws})
+        return (f"{head}: {_listed(cfg.dims, '{}-D')} synthetic data with {cfg.n_per_cluster:,} points per "
+                f"cluster; {cfg.scratch_epochs} epochs from scratch, {cfg.pretrain_epochs} + {cfg.finetune_epochs} "
+                f"pretrained; encoder width {_listed(others, '{}')}, SimVQ from scratch also "
+                f"{_listed([w for w in simvq if w not in others] or simvq, '{}')}; {_seeds(cfg.seeds)}. On "
+                f"CIFAR-10: {_cifar_model(cfg.token_dim, cfg.channels, cfg.residual_channels, cfg.cifar_lr)}; "
+                f"{_images(cfg.train_images)}; codebook sizes {_listed(cfg.codebook_sizes)}; "
+                f"{cfg.cifar_scratch_epochs} epochs from scratch, {cfg.cifar_pretrain_epochs} + "
+                f"{cfg.cifar_finetune_epochs} pretrained; {_seeds(cfg.cifar_seeds)}.")
     raise ConfigError(f"budget_sentence knows notebooks 03, 04 and 05, not {type(cfg).__name__}")
 
 

@@ -39,10 +39,11 @@ percent; book/reproduce.md says how the numbers it quotes were obtained.
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -50,7 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import experiments as ex
 from . import sweeps
-from .config import CifarRun, SyntheticRun, notebook_config, resolve_device
+from .config import PRESETS, CifarRun, SyntheticRun, notebook_config, resolve_device
 from .quantizers import nearest_token
 from .train import (at_precision, default_precision, groups_of, new_model, new_optimizer, new_quantizer, run_group,
                     train_step)
@@ -584,40 +585,48 @@ def make_plan(profile: str = "paper", *, devices: int = 1, notebooks: Optional[S
 # --------------------------------------------------------------------------------------
 # 7. The order in which ``vqpaper book`` hands its notebooks to the workers
 # --------------------------------------------------------------------------------------
-#: Seconds each notebook took in a cold ``ci`` book on 2 idle cores (README's table, 2026-12-04):
-#: the weights of :func:`book_priority` when this build folder has no timings of its own yet.
-COLD_CI_BOOK_S = {"01_preliminaries": 54, "02_tokens_collapse_synthetic": 65, "03_tokens_collapse_cifar10": 217,
-                  "04_embeddings_collapse": 206, "05_simvq_comparison": 159, "06_remedies": 65}
+#: Seconds each notebook took in a cold ``ci`` book on 2 idle cores (README's table: 2026-12-04,
+#: commit 6acc8ab): the weights of :func:`book_priority` where this build folder has no timings of
+#: its own yet.
+COLD_CI_BOOK_S = {"01_preliminaries": 47, "02_tokens_collapse_synthetic": 87, "03_tokens_collapse_cifar10": 243,
+                  "04_embeddings_collapse": 204, "05_simvq_comparison": 160, "06_remedies": 63}
 
 
 def _run_ids(notebook: str, profile: str, parameters: dict) -> set:
-    from dataclasses import asdict
-    import json
-
-    try:
-        runs = notebook_runs(notebook, profile, **parameters)
-    except (KeyError, TypeError, ValueError):  # not a book notebook with a run list
+    if notebook not in PRESETS:  # not one of the book's notebooks: no run list
         return set()
+    runs = notebook_runs(notebook, profile, **parameters)
     return {json.dumps(asdict(c), sort_keys=True, default=str) for cs in runs.values() for c in cs}
 
 
-def book_priority(jobs: Sequence[tuple], seconds: dict) -> dict:
-    """``{notebook: priority}``: the workers take the notebooks highest priority first.
+def book_dependencies(jobs: Sequence[tuple]) -> dict:
+    """``{notebook: {earlier notebooks}}``: which notebooks train runs that it trains too.
 
-    ``jobs``: ``(name, profile, parameters)`` in the book's order; ``seconds``: each notebook's
-    expected time (a missing one counts 1 s). A notebook that trains a run an earlier one trains
-    too (the same config) finds it in the cache when it starts after that one has finished: it
-    *depends* on it. The priority is the notebook's time plus the longest chain of notebooks
-    depending on it (list scheduling by bottom level), so every notebook comes after those it
-    depends on and the longest chains start first. For the ``ci`` book, 05 reuses 02's and 03's
-    runs: 03, 02, 04, 05, 06, 01 (two workers: about 390 s, against 430 s in the book's order,
-    where 05 waited for 03 behind 01; longest-first alone starts 05 beside 03 and trains 03's
-    runs twice).
+    ``jobs``: ``(name, profile, parameters)`` in the book's order. Two notebooks that build a run
+    of the same config (with these parameters) share it through the cache: the later one finds it
+    there if it starts after the earlier one has ended. For the ``ci`` book, 05 reuses runs of 02
+    and 03.
     """
     ids = [_run_ids(name, profile, dict(parameters)) for name, profile, parameters in jobs]
     names = [name for name, _, _ in jobs]
+    return {names[j]: {names[i] for i in range(j) if ids[i] & ids[j]} for j in range(len(jobs))}
+
+
+def book_priority(jobs: Sequence[tuple], seconds: dict, dependencies: Optional[dict] = None) -> dict:
+    """``{notebook: priority}``: the workers take the notebooks highest priority first.
+
+    ``jobs``: ``(name, profile, parameters)`` in the book's order; ``seconds``: each notebook's
+    expected time (a missing one counts 1 s); ``dependencies``: :func:`book_dependencies` (computed
+    when not given). The priority is the notebook's time plus the longest chain of notebooks that
+    depend on it (list scheduling by bottom level), so the longest chains start first and every
+    notebook ranks below those it depends on (``runner.run_notebooks`` also holds it back until they
+    have ended). For the ``ci`` book: 03, 02, 04, 05, 06, 01; with two workers about 400 s, against
+    about 450 s in the book's order, where 05 waited for 03 behind 01.
+    """
+    dependencies = book_dependencies(jobs) if dependencies is None else dependencies
+    names = [name for name, _, _ in jobs]
     priority: dict = {}
-    for i in reversed(range(len(jobs))):
-        later = [priority[names[j]] for j in range(i + 1, len(jobs)) if ids[i] & ids[j]]
+    for i in reversed(range(len(names))):
+        later = [priority[names[j]] for j in range(i + 1, len(names)) if names[i] in dependencies.get(names[j], ())]
         priority[names[i]] = float(seconds.get(names[i]) or 1.0) + max(later, default=0.0)
     return priority

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -505,10 +505,14 @@ def _work(job: Job) -> Outcome:
         os.close(saved[1])
 
 
-def previous_times(build: Path | None = None) -> dict:
-    """``{notebook: seconds}`` of the last book built in ``build`` (empty before the first)."""
-    previous = read_json((build or paths.BUILD) / "bench" / "book.json").get("notebooks", {})
-    return {name: float(t["wall_time_s"]) for name, t in previous.items() if t.get("wall_time_s")}
+def previous_times(build: Path | None = None, profile: Optional[str] = None) -> dict:
+    """``{notebook: seconds}`` of the last book built in ``build`` (empty before the first), of the
+    notebooks that ran through; with ``profile``, only if that book was of this profile."""
+    book = read_json((build or paths.BUILD) / "bench" / "book.json")
+    if profile is not None and book.get("profile") != profile:
+        return {}
+    return {name: float(t["wall_time_s"]) for name, t in book.get("notebooks", {}).items()
+            if t.get("ok") and t.get("wall_time_s")}
 
 
 def _order(jobs: Sequence[Job], priority: Mapping[str, float] | None = None) -> list[Job]:
@@ -521,10 +525,22 @@ def _order(jobs: Sequence[Job], priority: Mapping[str, float] | None = None) -> 
     return sorted(jobs, key=lambda j: -float(priority.get(j.name) or 0.0))
 
 
+def _ready(pending: Sequence[Job], after: Mapping[str, set], ended: set, free: int) -> list[Job]:
+    """The next jobs to start, at most ``free``, in ``pending``'s order: those whose notebooks in
+    ``after[name]`` have all ended (ok or not: a failed one leaves its runs to be trained again)."""
+    return [job for job in pending if set(after.get(job.name, ())) <= ended][:max(0, free)]
+
+
 def run_notebooks(jobs: Sequence[Job], *, workers: int = 2, on_done: Callable[[Outcome], None] | None = None,
                   out=None, live: Optional[bool] = None, every_s: float = LINE_EVERY_S,
-                  show_errors: bool = True, priority: Mapping[str, float] | None = None) -> list[Outcome]:
+                  show_errors: bool = True, priority: Mapping[str, float] | None = None,
+                  after: Mapping[str, set] | None = None) -> list[Outcome]:
     """Execute ``jobs``, ``workers`` at a time, each in a worker process (spawned) with its own kernel.
+
+    They start in the order of ``priority`` (see :func:`_order`); a job named in ``after`` starts
+    only once the notebooks listed for it have ended (``vqpaper book``: those whose runs it reuses
+    from the cache, plan.book_dependencies), so that it reads their runs instead of training them
+    a second time beside them.
 
     While they run, ``out`` (default stdout) shows one progress line per running notebook: a tqdm
     line each on a terminal (``live``), else (and in each notebook's log) a line at each milestone
@@ -551,21 +567,32 @@ def run_notebooks(jobs: Sequence[Job], *, workers: int = 2, on_done: Callable[[O
     listener.start()
     outcomes = []
     others = set(multiprocessing.active_children())  # a caller's own children: not ours to stop
-    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=ctx,
-                               initializer=_init_worker, initargs=(channel, every_s))
+    slots = max(1, min(workers, len(jobs)))
+    pool = ProcessPoolExecutor(max_workers=slots, mp_context=ctx, initializer=_init_worker,
+                               initargs=(channel, every_s))
+    names = {job.name for job in jobs}
+    waits = {name: set(before) & names - {name} for name, before in (after or {}).items()}
+    pending, running, ended = _order(jobs, priority), {}, set()
     try:
-        futures = {pool.submit(_work, job): job for job in _order(jobs, priority)}
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as exc:  # a worker that died (killed, out of memory): still an outcome
-                outcome = Outcome(job.name, False, 0.0, f"notebook {job.name}: its worker process ended: "
-                                  f"{type(exc).__name__}: {exc}", str(job.build / "logs" / f"{job.name}.log"))
-            display.done(outcome.name, outcome.ok, outcome.wall_time_s, outcome.error if show_errors else "")
-            outcomes.append(outcome)
-            if on_done is not None:
-                on_done(outcome)
+        while pending or running:
+            # nothing running and nothing ready can only be a cycle in ``after``: then the first one starts
+            starting = _ready(pending, waits, ended, slots - len(running)) or ([] if running else pending[:1])
+            for job in starting:
+                pending.remove(job)
+                running[pool.submit(_work, job)] = job
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # a worker that died (killed, out of memory): still an outcome
+                    outcome = Outcome(job.name, False, 0.0, f"notebook {job.name}: its worker process ended: "
+                                      f"{type(exc).__name__}: {exc}", str(job.build / "logs" / f"{job.name}.log"))
+                display.done(outcome.name, outcome.ok, outcome.wall_time_s, outcome.error if show_errors else "")
+                outcomes.append(outcome)
+                ended.add(job.name)
+                if on_done is not None:
+                    on_done(outcome)
     except BaseException:
         # interrupted (Ctrl-C, or SIGTERM via cli): the running notebooks stop too. A worker would
         # otherwise finish its notebook first (shutdown waits for it), or outlive a killed parent;
