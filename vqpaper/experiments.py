@@ -396,10 +396,15 @@ def recipe_rows(results: Sequence[RunResult], keys: Sequence[str]) -> list[dict]
     return out
 
 
+def list_text(items: Sequence[str]) -> str:
+    """"a, b and c" (one item: "a")."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _listed(values, fmt="{:,}") -> str:
     """"16, 256 and 4,096" (one value: "16")."""
-    texts = [fmt.format(v) for v in values]
-    return texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
+    return list_text([fmt.format(v) for v in values])
 
 
 def _seeds(seeds) -> str:

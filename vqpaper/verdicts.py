@@ -24,7 +24,7 @@ from typing import Iterable, Optional, Sequence
 from .claims import (EQUAL, GREATER, HELD, INCONCLUSIVE, MIN_PAIRS, NO_EFFECT, NOT_HELD, OUTCOMES, Families, Family,
                      LeftOut, convergence, converged, log_slope, overview, paired, paired_interval, paper_count)
 from .errors import ConfigError
-from .experiments import select
+from .experiments import list_text, select
 from .recipes import BASELINE, key, parse_remedy
 from .results import load_results
 
@@ -48,17 +48,12 @@ def claim_id(text: str) -> str:
     return text.lower().replace(" ", "").replace(",", "").replace("=", "")
 
 
-def _list_text(items: Sequence[str]) -> str:
-    items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _dims_text(dims: Iterable[int]) -> str:
-    return _list_text([f"{d}-D" for d in dims])
+    return list_text([f"{d}-D" for d in dims])
 
 
 def _sizes_text(sizes: Iterable[int]) -> str:
-    return "K = " + _list_text([f"{k:,}" for k in sizes])
+    return "K = " + list_text([f"{k:,}" for k in sizes])
 
 
 _WORDS = {"method": "", "quantizer": "", "encoder_hidden": "hidden ", "encoder_channels": "channels ",
@@ -363,7 +358,7 @@ def _suggest_sizes(sizes: Sequence[int], need: int, at_least: int = 1) -> str:
         k *= 2
         if k >= at_least and k not in sizes:
             add.append(k)
-    return _list_text([f"{k:,}" for k in add])
+    return list_text([f"{k:,}" for k in add])
 
 
 def tokens_collapse_cifar(runs: Sequence, sizes: Sequence[int]) -> Families:
