@@ -53,6 +53,8 @@ def test_the_set_up_paragraph_says_what_this_build_trains(notebook):
 def test_the_budget_sentence_names_the_encoder_widths_each_sweep_of_05_trains():
     cfg = config.notebook_config("05_simvq_comparison", "ci", encoder_hiddens=[4, 16, 32])
     assert "encoder width 32, SimVQ from scratch also 4 and 16;" in ex.budget_sentence(cfg)
+    one = config.notebook_config("05_simvq_comparison", "ci", codebook_sizes=[16])
+    assert "; codebook size 16;" in ex.budget_sentence(one)
     assert ex._rate(3e-4) == "3·10⁻⁴" and ex._rate(1e-3) == "10⁻³" and ex._rate(0.05) == "0.05"
 
 

@@ -411,6 +411,10 @@ def _seeds(seeds) -> str:
     return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}"
 
 
+def _sizes(sizes) -> str:
+    return f"codebook size{'s' if len(sizes) != 1 else ''} {_listed(sizes)}"
+
+
 def _images(n: Optional[int]) -> str:
     return "all training images" if n is None else f"at most {n:,} training images"
 
@@ -440,7 +444,7 @@ def budget_sentence(cfg: NotebookParams) -> str:
     head = f"This build runs the {cfg.profile or 'given'} profile"
     if isinstance(cfg, TokensCollapseCifar):
         return (f"{head}: {_cifar_model(cfg.token_dim, cfg.channels, cfg.residual_channels, cfg.lr)}; "
-                f"{_images(cfg.train_images)}; codebook sizes {_listed(cfg.codebook_sizes)}; {_seeds(cfg.seeds)}; "
+                f"{_images(cfg.train_images)}; {_sizes(cfg.codebook_sizes)}; {_seeds(cfg.seeds)}; "
                 f"{cfg.scratch_epochs} epochs from scratch, {cfg.pretrain_epochs} + {cfg.finetune_epochs} pretrained.")
     if isinstance(cfg, EmbeddingsCollapse):
         synthetic = runs_04(cfg)["synthetic, pretrained"][0]  # the split runs_04 gives the pretrained variant
@@ -463,7 +467,7 @@ def budget_sentence(cfg: NotebookParams) -> str:
                 f"pretrained; encoder width {_listed(others, '{}')}, SimVQ from scratch also "
                 f"{_listed([w for w in simvq if w not in others] or simvq, '{}')}; {_seeds(cfg.seeds)}. On "
                 f"CIFAR-10: {_cifar_model(cfg.token_dim, cfg.channels, cfg.residual_channels, cfg.cifar_lr)}; "
-                f"{_images(cfg.train_images)}; codebook sizes {_listed(cfg.codebook_sizes)}; "
+                f"{_images(cfg.train_images)}; {_sizes(cfg.codebook_sizes)}; "
                 f"{cfg.cifar_scratch_epochs} epochs from scratch, {cfg.cifar_pretrain_epochs} + "
                 f"{cfg.cifar_finetune_epochs} pretrained; {_seeds(cfg.cifar_seeds)}.")
     raise ConfigError(f"budget_sentence knows notebooks 03, 04 and 05, not {type(cfg).__name__}")
