@@ -194,6 +194,47 @@ def test_precision_coverage_identical_far_and_brute_force():
     assert 0.0 < got["precision"] < 1.0 and 0.0 < got["coverage"] < 1.0
 
 
+@pytest.mark.parametrize("dim", [2, 3, 8])
+def test_precision_coverage_by_trees_decides_every_ball_as_all_distances_do(dim, monkeypatch):
+    """The k-d tree queries (nearest real rows first, then every real row within the widest
+    radius) against Naeem et al.'s definitions written out: the same fake rows inside, the same
+    real rows covered, for reconstructions on the data, near it, spread wide and far out."""
+    r = rng(dim)
+    real = r.normal(size=(600, dim))
+    centres = real[r.integers(0, 600, 40)] + r.normal(0, 0.05, (40, dim))
+    fakes = {
+        "few distinct, near the data": centres[r.integers(0, 40, 700)],
+        "many distinct, wide": r.normal(0, 2.0, (700, dim)),
+        "some far out": np.concatenate([centres[r.integers(0, 40, 500)], r.normal(0, 8.0, (200, dim))]),
+    }
+    for name, fake in fakes.items():
+        d_rr = np.linalg.norm(real[:, None] - real[None], axis=-1)
+        radius = np.sort(d_rr, axis=1)[:, 5]
+        uniq = M.unique_rows(fake)[0]
+        d_ru = np.linalg.norm(real[:, None] - uniq[None], axis=-1)
+        for one_by_one in (256, 0):   # the few left after the nearest real rows: one by one, or all balls at once
+            monkeypatch.setattr(M, "REST_ONE_BY_ONE", one_by_one)
+            inside, covered = M._balls_by_tree(real, M._knn_radius(real, 5), uniq)
+            np.testing.assert_array_equal(inside, (d_ru < radius[:, None]).any(axis=0), err_msg=name)
+            np.testing.assert_array_equal(covered, d_ru.min(axis=1) < radius, err_msg=name)
+        assert 0 < inside.sum() < len(uniq) or name == "few distinct, near the data"
+
+
+def test_tokens_outside_in_several_dimensions_is_what_sklearn_s_neighbours_give():
+    from sklearn.neighbors import NearestNeighbors
+
+    r = rng(9)
+    for dim in (2, 4, 8):
+        z = r.normal(size=(3000, dim))
+        z[:100] = z[100:200]                                  # duplicates: spacing 0
+        tokens = np.concatenate([z[:10], r.normal(0, 2.5, (118, dim))])
+        nn = NearestNeighbors(n_neighbors=2).fit(z)
+        spacing = nn.kneighbors(z)[0][:, 1]
+        want = np.count_nonzero(nn.kneighbors(tokens, n_neighbors=1)[0][:, 0] > np.quantile(spacing, 0.99)) / 128
+        assert M.tokens_outside(z, tokens) == want
+        assert 0 < want < 1
+
+
 def test_collapsed_reconstructions_have_low_coverage_high_precision():
     real = rng().normal(size=(1000, 2))
     fake = np.repeat(real[:5], 200, axis=0)  # every reconstruction is one of 5 data points
@@ -238,6 +279,16 @@ def test_distinct_code_tuples_and_quantization_error():
     Z = np.array([[[0.0, 1.0], [1.0, 1.0]], [[3.0, 1.0], [0.0, 0.0]]])  # [N=2, L=2, D=2]
     indices = np.array([[0, 1], [1, 0]])
     assert M.quantization_error(Z, codebook, indices) == pytest.approx((1 + 0 + 4 + 0) / 4)
+
+
+def test_distinct_code_tuples_is_numpys_unique_along_rows():
+    r = rng(4)
+    for shape, high in (((5000, 2), 128), ((5000,), 50), ((3000, 16), 4096), ((2000, 8), 3), ((1, 4), 9)):
+        idx = r.integers(0, high, shape)
+        idx[: len(idx) // 2] = idx[len(idx) // 2: 2 * (len(idx) // 2)]      # repeated tuples
+        want = np.unique(idx.reshape(len(idx), -1), axis=0).shape[0]
+        assert M.distinct_code_tuples(idx) == want
+        assert M.distinct_code_tuples(torch.from_numpy(idx)) == want
 
 
 def test_dead_tokens_near_origin():

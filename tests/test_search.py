@@ -138,6 +138,50 @@ def test_kmeans_fewer_vectors_than_tokens_warns_and_keeps_tokens_distinct():
     assert (surplus_gap > 0).all() and surplus_gap.max() < 0.1
 
 
+def _distinct_rows_by_unique(vectors):
+    """The first-occurrence distinct rows by torch.unique (what quantizers._distinct_rows replaced)."""
+    uniq, inverse = torch.unique(vectors, dim=0, return_inverse=True)
+    if uniq.shape[0] == vectors.shape[0]:
+        return vectors
+    first = torch.full((uniq.shape[0],), vectors.shape[0], dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(vectors.shape[0]), reduce="amin")
+    return vectors[first.sort().values]
+
+
+def test_distinct_rows_are_the_first_occurrences_in_order():
+    from vqpaper.quantizers import _distinct_rows
+
+    g = torch.Generator().manual_seed(2)
+    cases = [torch.randn(5000, 1, generator=g), torch.randn(5000, 4, generator=g), torch.tensor([[0.0], [-0.0], [1.0]]),
+             torch.tensor([[1.0, 2.0], [1.0, 3.0], [1.0, 2.0]]), torch.randn(1, 3, generator=g)]
+    cases += [torch.randint(0, int(torch.randint(1, 6, (1,), generator=g)), (int(torch.randint(1, 300, (1,), generator=g)),
+                                                                            int(torch.randint(1, 5, (1,), generator=g))),
+                            generator=g).float() for _ in range(100)]
+    for v in cases:
+        got, want = _distinct_rows(v), _distinct_rows_by_unique(v)
+        assert torch.equal(got, want)
+        assert (got is v) == (want is v)        # all distinct: the vectors themselves, no copy
+
+
+def test_kmeans_of_a_group_is_each_model_s_kmeans_alone():
+    """One K-means per model, batched: each model's centres and counts are those of its K-means
+    alone, bit for bit, a model with fewer distinct vectors than tokens (no Lloyd steps) included."""
+    g = torch.Generator().manual_seed(4)
+    vectors = torch.randn(4, 3000, 4, generator=g) * torch.tensor([1.0, 3.0, 0.2, 1.0])[:, None, None]
+    vectors[3] = torch.randint(0, 3, (3000, 4), generator=g).float()       # 81 distinct at most, k = 128
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        centres, counts = kmeans(vectors, 128, iters=10, seed=[5, 6, 7, 8])
+        for m in range(4):
+            alone_c, alone_n = kmeans(vectors[m], 128, iters=10, seed=5 + m)
+            assert torch.equal(centres[m], alone_c) and torch.equal(counts[m], alone_n), m
+            part_c, _ = kmeans(vectors[[m, 0]], 128, iters=10, seed=[5 + m, 5])
+            assert torch.equal(part_c[0], alone_c), m
+    assert centres.shape == (4, 128, 4) and counts.shape == (4, 128) and (counts.sum(1) == 3000).all()
+    with pytest.raises(ConfigError, match="M seeds"):
+        kmeans(vectors, 128, seed=[1, 2])
+
+
 def test_ema_batch_init_at_65536_tokens_with_a_small_batch():
     q = EMAQuantizer(65536, 8, kmeans_init="batch", seed=0).train()
     z = torch.randn(1000, 8, generator=torch.Generator().manual_seed(3))

@@ -437,7 +437,8 @@ def _sorted_projections(a: np.ndarray, dirs: np.ndarray) -> np.ndarray:
     if 2 * rows.shape[0] > a.shape[0]:
         return np.sort(dirs @ a.T, axis=1)
     proj = dirs @ rows.T  # [P, U]
-    order = np.argsort(proj, axis=1, kind="stable")
+    # not a stable sort (4x slower): rows with equal projections repeat the same value, in any order
+    order = np.argsort(proj, axis=1)
     return np.repeat(np.take_along_axis(proj, order, axis=1).ravel(), counts[order].ravel()).reshape(len(dirs), -1)
 
 
@@ -459,7 +460,7 @@ def _cached(what: tuple, data: np.ndarray, compute):
 
 
 #: Up to this many features, :func:`precision_coverage` finds the balls holding a fake sample with
-#: a k-d tree (0.1-0.3 s for 10,000 x 10,000 in 2-8 dimensions, 3-10x faster than all distances);
+#: k-d trees (10-20 ms for 10,000 x 10,000 in 2-8 dimensions, 3-10x faster than all distances);
 #: above it a tree prunes little, and all distances are computed in blocks.
 KD_TREE_MAX_DIM = 16
 
@@ -478,9 +479,9 @@ def precision_coverage(real, fake, k=5, chunk_size=2048):
     Strict inequalities as in the authors' reference code (``prdc``). Rows are flattened.
     The radii come from ``sklearn.neighbors.NearestNeighbors``, once per real set (they depend
     on the data alone, which a sweep's runs share). Only the *distinct* fake rows are tested (VQ
-    reconstructions repeat a lot): with at most :data:`KD_TREE_MAX_DIM` features by a k-d tree
-    query of every ball, else in float64 blocks of ``chunk_size`` real rows against them (with
-    torch on this process's threads; 10,000 x 10,000 stays within ~160 MB).
+    reconstructions repeat a lot): with at most :data:`KD_TREE_MAX_DIM` features by k-d tree
+    queries (:func:`_balls_by_tree`), else in float64 blocks of ``chunk_size`` real rows against
+    them (with torch on this process's threads; 10,000 x 10,000 stays within ~160 MB).
     Returns ``{"precision": p, "coverage": c}``.
     """
     r, f = _pair_rows(real, fake, "real", "fake")
@@ -505,15 +506,42 @@ def _knn_radius(r: np.ndarray, k: int) -> np.ndarray:
     return dist[:, k - 1]
 
 
-def _balls_by_tree(r, radius, uniq):
-    """(fake rows inside some ball, real rows whose ball holds a fake row), by a k-d tree of ``uniq``."""
-    from sklearn.neighbors import KDTree
+#: :func:`_balls_by_tree` first looks for a ball holding a fake row among this many real rows nearest to it;
+#: up to REST_ONE_BY_ONE fake rows that none of those holds are then compared one by one with the real rows
+#: within the widest radius (each costs at most len(real) distances), more in one query of every ball.
+NEAREST_FIRST = 8
+REST_ONE_BY_ONE = 256
 
-    # query_radius keeps distances <= its radius: the largest float below rho_i makes it strict
-    near = KDTree(uniq).query_radius(r, np.nextafter(radius, 0))
-    inside = np.zeros(uniq.shape[0], dtype=bool)
-    inside[np.concatenate(near).astype(np.int64)] = True
-    return inside, np.fromiter((i.size > 0 for i in near), dtype=bool, count=len(near))
+
+def _balls_by_tree(r, radius, uniq):
+    """(fake rows inside some ball, real rows whose ball holds a fake row), by k-d tree queries.
+
+    A real row's ball holds a fake row when its nearest fake row is inside it. A fake row is
+    in a ball when one of the :data:`NEAREST_FIRST` real rows nearest to it has it inside
+    (most reconstructions lie among the data); only the few that none of those has are
+    compared with every real row within the largest radius (see :data:`REST_ONE_BY_ONE`). Distances are Euclidean as
+    ``scipy.spatial.cKDTree`` computes them (a decision could differ from another method's
+    only for a distance within rounding, ~1e-16, of a radius). The tree of the real rows is
+    built once per data set (a sweep's runs share it).
+    """
+    from scipy.spatial import cKDTree
+
+    covered = cKDTree(uniq).query(r, k=1)[0] < radius
+    real_tree = _cached(("k-d tree",), r, lambda: cKDTree(r))
+    first = min(NEAREST_FIRST, r.shape[0])
+    dist, near = real_tree.query(uniq, k=first)
+    dist, near = dist.reshape(len(uniq), first), near.reshape(len(uniq), first)
+    inside = (dist < radius[near]).any(1)
+    widest = radius.max()
+    rest = np.flatnonzero(~inside & (dist[:, -1] < widest))   # farther than `widest` from all: in no ball
+    if rest.size > REST_ONE_BY_ONE:   # many: every ball queried in a tree of them (bounded by len(r) queries)
+        hits = cKDTree(uniq[rest]).query_ball_point(r, np.nextafter(radius, 0))  # <= the float below: strict
+        inside[rest[np.concatenate(hits).astype(np.int64)]] = True
+        return inside, covered
+    for j, candidates in zip(rest, real_tree.query_ball_point(uniq[rest], widest) if rest.size else []):
+        c = np.asarray(candidates, dtype=np.int64)
+        inside[j] = bool((np.sqrt(((r[c] - uniq[j]) ** 2).sum(1)) < radius[c]).any())
+    return inside, covered
 
 
 def _balls_by_blocks(r, radius, uniq, chunk_size):
@@ -633,9 +661,16 @@ def distinct_code_tuples(indices):
     modes means some modes cannot be told apart after quantization.
     """
     idx = _int(indices, "indices")
-    if idx.ndim == 1:
-        idx = idx[:, None]
-    return int(np.unique(idx.reshape(idx.shape[0], -1), axis=0).shape[0])
+    idx = idx.reshape(idx.shape[0], -1)
+    if idx.size == 0:
+        return 0
+    lo, base = int(idx.min()), int(idx.max()) - int(idx.min()) + 1
+    if base ** idx.shape[1] < 2**62:  # each tuple as one integer in base `base`: one 1-D sort
+        key = np.zeros(idx.shape[0], dtype=np.int64)
+        for column in idx.T:
+            key = key * base + (column - lo)
+        return int(np.unique(key).size)
+    return int(unique_rows(idx)[0].shape[0])
 
 
 def _embeddings_and_codebook(Z, codebook):
@@ -711,11 +746,11 @@ def tokens_outside(Z, codebook, quantile=0.99, max_points=10_000, seed=0):
     if cb.shape[1] == 1:
         spacing, to_tokens = _spacing_1d(z[:, 0], cb[:, 0])
     else:
-        from sklearn.neighbors import NearestNeighbors  # heavy (~1 s to import): only where a metric needs it
+        from scipy.spatial import cKDTree
 
-        nn = NearestNeighbors(n_neighbors=2).fit(z)
-        spacing = nn.kneighbors(z)[0][:, 1]            # column 0 is the point itself
-        to_tokens = nn.kneighbors(cb, n_neighbors=1)[0][:, 0]
+        tree = cKDTree(z)
+        spacing = tree.query(z, k=2)[0][:, 1]           # column 0 is the point itself
+        to_tokens = tree.query(cb, k=1)[0]
     r = float(np.quantile(spacing, quantile))
     return float(np.count_nonzero(to_tokens > r) / cb.shape[0])
 
