@@ -82,14 +82,17 @@ def test_nearest_token_tiles_never_exceed_chunk_size(monkeypatch, chunk_size):
     g = torch.Generator().manual_seed(0)
     z, codebook = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
     tiles = []
-    real_baddbmm = torch.baddbmm
 
-    def recording_baddbmm(*args, **kwargs):
-        out = real_baddbmm(*args, **kwargs)
-        tiles.append(out.numel())
-        return out
+    def recording(real):
+        def matmul(*args, **kwargs):
+            out = real(*args, **kwargs)
+            tiles.append(out.numel())
+            return out
+        return matmul
 
-    monkeypatch.setattr(torch, "baddbmm", recording_baddbmm)
+    # the distance tiles: baddbmm (accelerators) or bmm into a reused tile (CPU)
+    monkeypatch.setattr(torch, "baddbmm", recording(torch.baddbmm))
+    monkeypatch.setattr(torch, "bmm", recording(torch.bmm))
     with _Sizes() as sizes:
         idx, _ = nearest_token(z, codebook, chunk_size=chunk_size)
     monkeypatch.undo()

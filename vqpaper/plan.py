@@ -585,11 +585,11 @@ def make_plan(profile: str = "paper", *, devices: int = 1, notebooks: Optional[S
 # --------------------------------------------------------------------------------------
 # 7. The order in which ``vqpaper book`` hands its notebooks to the workers
 # --------------------------------------------------------------------------------------
-#: Seconds each notebook took in a cold ``ci`` book on 2 idle cores (README's table: 2026-12-04,
-#: commit 6acc8ab): the weights of :func:`book_priority` where this build folder has no timings of
+#: Seconds each notebook took in a cold ``ci`` book on 2 idle cores (README's table: 2026-12-05,
+#: commit 30bddb8): the weights of :func:`book_priority` where this build folder has no timings of
 #: its own yet.
-COLD_CI_BOOK_S = {"01_preliminaries": 47, "02_tokens_collapse_synthetic": 87, "03_tokens_collapse_cifar10": 243,
-                  "04_embeddings_collapse": 204, "05_simvq_comparison": 160, "06_remedies": 63}
+COLD_CI_BOOK_S = {"01_preliminaries": 43, "02_tokens_collapse_synthetic": 53, "03_tokens_collapse_cifar10": 213,
+                  "04_embeddings_collapse": 181, "05_simvq_comparison": 155, "06_remedies": 61}
 
 
 def _run_ids(notebook: str, profile: str, parameters: dict) -> set:

@@ -51,27 +51,36 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
                for m in range(0, models, together)]
         return torch.cat([i for i, _ in out]), torch.cat([b for _, b in out])
     t_sq = codebook.pow(2).sum(-1, keepdim=True).transpose(1, 2)  # ||t_k||^2, [M, 1, K]
-    codebook_t = codebook.transpose(1, 2)                        # [M, D, K]
+    # -2 t as a [M, D, K] matrix: z @ (-2 t) is -2 (z . t) to the last bit (a power of two scales
+    # every product and partial sum exactly), and adding ||t||^2 rounds once, as baddbmm's
+    # ||t||^2 + (-2) z.t does; a plain matmul into a reused tile then skips baddbmm's broadcast copy
+    codebook_t = codebook.transpose(1, 2) * -2
     descending = torch.arange(k_block, 0, -1, dtype=codebook.dtype)
     indices = torch.empty(models, n, dtype=torch.long)
     best = torch.empty(models, n, dtype=codebook.dtype)
+    tiles: dict = {}  # one buffer per tile shape, written again by every tile of that shape
     for r0 in range(0, n, rows):
         zr = z[:, r0:r0 + rows]
-        run_min, run_idx = None, None
+        width = zr.shape[1]
+        run_min = run_idx = None
         for k0 in range(0, k, k_block):
-            # ||t||^2 - 2 z.t for one tile of [M, rows, k_block]
-            d = torch.baddbmm(t_sq[:, :, k0:k0 + k_block], zr, codebook_t[:, :, k0:k0 + k_block], beta=1, alpha=-2)
+            # ||t||^2 - 2 z.t for one tile of [M, rows, k_block], into a reused buffer: a fresh one
+            # would cost a page fault per 4 KiB (for a 1 MiB tile, about as long as the matmul)
+            shape = (models, width, min(k_block, k - k0))
+            if shape not in tiles:
+                tiles[shape] = torch.empty(shape, dtype=codebook.dtype)
+            d = torch.bmm(zr, codebook_t[:, :, k0:k0 + k_block], out=tiles[shape]).add_(t_sq[:, :, k0:k0 + k_block])
             if run_min is None:
                 run_min, run_idx = _row_min_first_index_(d, descending)
+                run_min, run_idx = run_min.view(-1), run_idx.view(-1)   # (model, row) -> model * rows + row
                 continue
-            m = d.amin(-1)
+            m = d.amin(-1).view(-1)
             # strict '<' keeps the earlier block on ties, like a plain argmin over all columns
-            better = (m < run_min).nonzero()  # [P, 2]: (model, row)
+            better = (m < run_min).nonzero().squeeze(1)
             if better.numel():
-                which, row = better[:, 0], better[:, 1]
-                _, i = _row_min_first_index_(d[which, row], descending)
-                run_idx[which, row] = i + k0
-                run_min[which, row] = m[which, row]
-        indices[:, r0:r0 + rows] = run_idx
-        best[:, r0:r0 + rows] = run_min + zr.pow(2).sum(-1)
+                _, i = _row_min_first_index_(d.view(-1, d.shape[-1]).index_select(0, better), descending)
+                run_idx.index_copy_(0, better, i + k0)
+                run_min.index_copy_(0, better, m.index_select(0, better))
+        indices[:, r0:r0 + rows] = run_idx.view(models, width)
+        best[:, r0:r0 + rows] = run_min.view(models, width) + zr.pow(2).sum(-1)
     return indices, best.clamp_min_(0)
