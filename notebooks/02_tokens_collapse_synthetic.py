@@ -22,9 +22,9 @@
 # autoencoder without VQ, then fine-tune with VQ**, so the K-means initialisation sees
 # embeddings that already separate the clusters.
 #
-# This notebook trains both recipes on the 10-cluster data in 2, 3 and 8 dimensions (token
-# dimensions 1, 1 and 4) over several seeds, and measures the collapse with the metrics of
-# `vqpaper.metrics`.
+# This notebook trains both recipes on 10-cluster data in a few dimensions over several seeds,
+# and measures the collapse with the metrics of `vqpaper.metrics`.
+# {glue:text}`tcs.setup`
 #
 # **Set-up.** Data: `make_blobs` with 10 clusters of equal size, standardised. Model: encoder
 # MLP $d \to 32 \to 32 \to d$, its output split into $d/\mathrm{token\_dim}$ latent vectors that
@@ -50,6 +50,7 @@ device = None           # "auto", "cpu" or "cuda"
 from vqpaper import book, claims, experiments as ex, plots, results, verdicts
 
 cfg = ex.setup("02_tokens_collapse_synthetic", profile, globals())
+book.glue_text("tcs.setup", ex.budget_sentence(cfg))
 ex.parameters_table(cfg)
 
 # %% [markdown]

@@ -50,6 +50,20 @@ def test_the_set_up_paragraph_says_what_this_build_trains(notebook):
         ex.budget_sentence(config.notebook_config("01_preliminaries", "ci"))
 
 
+def test_the_synthetic_set_up_sentence_of_02_follows_its_parameters():
+    """02's opening said "2, 3 and 8 dimensions" whatever -p dims was (seen re-running it with [2, 8])."""
+    ci = ex.budget_sentence(config.notebook_config("02_tokens_collapse_synthetic", "ci"))
+    assert ci.startswith("This build runs the ci profile: 2-D, 3-D and 8-D data (token dimensions 1, 1 and 4) ")
+    assert "Laplace" in ci and ci.endswith(".")
+    other = config.notebook_config("02_tokens_collapse_synthetic", "ci", dims=[8], token_dims=[2], seeds=[0],
+                                   scratch_epochs=7, laplace_ablation=False)
+    text = ex.budget_sentence(other)
+    assert "8-D data (token dimension 2)" in text and "7 epochs from scratch" in text and text.endswith("; 1 seed.")
+    source = (paths.NOTEBOOKS / "02_tokens_collapse_synthetic.py").read_text()
+    assert "{glue:text}`tcs.setup`" in source and 'book.glue_text("tcs.setup", ex.budget_sentence(cfg))' in source
+    assert "2, 3 and 8 dimensions" not in source
+
+
 def test_the_budget_sentence_names_the_encoder_widths_each_sweep_of_05_trains():
     cfg = config.notebook_config("05_simvq_comparison", "ci", encoder_hiddens=[4, 16, 32])
     assert "encoder width 32, SimVQ from scratch also 4 and 16;" in ex.budget_sentence(cfg)

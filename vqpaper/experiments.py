@@ -442,6 +442,12 @@ def budget_sentence(cfg: NotebookParams) -> str:
     so that the text says what ran, whatever the profile or ``-p`` values). Training images are
     "at most" ``train_images``: a data set with fewer gives all of its own."""
     head = f"This build runs the {cfg.profile or 'given'} profile"
+    if isinstance(cfg, TokensCollapseSynthetic):
+        ablation = "; every run trained a second time with the Laplace-smoothed update" if cfg.laplace_ablation else ""
+        return (f"{head}: {_listed(cfg.dims, '{}-D')} data (token dimension{'s' if len(cfg.dims) != 1 else ''} "
+                f"{_listed(cfg.token_dims, '{}')}) with {cfg.n_per_cluster:,} points per cluster; "
+                f"{cfg.scratch_epochs} epochs from scratch, {cfg.pretrain_epochs} + {cfg.finetune_epochs} "
+                f"pretrained; {_seeds(cfg.seeds)}{ablation}.")
     if isinstance(cfg, TokensCollapseCifar):
         return (f"{head}: {_cifar_model(cfg.token_dim, cfg.channels, cfg.residual_channels, cfg.lr)}; "
                 f"{_images(cfg.train_images)}; {_sizes(cfg.codebook_sizes)}; {_seeds(cfg.seeds)}; "
@@ -470,7 +476,7 @@ def budget_sentence(cfg: NotebookParams) -> str:
                 f"{_images(cfg.train_images)}; {_sizes(cfg.codebook_sizes)}; "
                 f"{cfg.cifar_scratch_epochs} epochs from scratch, {cfg.cifar_pretrain_epochs} + "
                 f"{cfg.cifar_finetune_epochs} pretrained; {_seeds(cfg.cifar_seeds)}.")
-    raise ConfigError(f"budget_sentence knows notebooks 03, 04 and 05, not {type(cfg).__name__}")
+    raise ConfigError(f"budget_sentence knows notebooks 02, 03, 04 and 05, not {type(cfg).__name__}")
 
 
 def cifar_data_description(data, results: Sequence[RunResult]) -> str:
