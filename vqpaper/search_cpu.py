@@ -51,16 +51,17 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
                for m in range(0, models, together)]
         return torch.cat([i for i, _ in out]), torch.cat([b for _, b in out])
     t_sq = codebook.pow(2).sum(-1, keepdim=True).transpose(1, 2)  # ||t_k||^2, [M, 1, K]
-    # -2 t as a [M, D, K] matrix: z @ (-2 t) is -2 (z . t) to the last bit (a power of two scales
-    # every product and partial sum exactly), and adding ||t||^2 rounds once, as baddbmm's
-    # ||t||^2 + (-2) z.t does; a plain matmul into a reused tile then skips baddbmm's broadcast copy
-    codebook_t = codebook.transpose(1, 2) * -2
+    codebook_t = codebook.transpose(1, 2)                        # [M, D, K]
     descending = torch.arange(k_block, 0, -1, dtype=codebook.dtype)
     indices = torch.empty(models, n, dtype=torch.long)
     best = torch.empty(models, n, dtype=codebook.dtype)
     tiles: dict = {}  # one buffer per tile shape, written again by every tile of that shape
     for r0 in range(0, n, rows):
         zr = z[:, r0:r0 + rows]
+        # (-2 z) @ t is -2 (z . t) to the last bit (a power of two scales every product and partial
+        # sum exactly), and adding ||t||^2 rounds once, as baddbmm's ||t||^2 + (-2) z.t does: a plain
+        # matmul into a reused tile, without baddbmm's broadcast copy (and no copy of the codebook)
+        zr_2 = zr * -2
         width = zr.shape[1]
         run_min = run_idx = None
         for k0 in range(0, k, k_block):
@@ -69,7 +70,7 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
             shape = (models, width, min(k_block, k - k0))
             if shape not in tiles:
                 tiles[shape] = torch.empty(shape, dtype=codebook.dtype)
-            d = torch.bmm(zr, codebook_t[:, :, k0:k0 + k_block], out=tiles[shape]).add_(t_sq[:, :, k0:k0 + k_block])
+            d = torch.bmm(zr_2, codebook_t[:, :, k0:k0 + k_block], out=tiles[shape]).add_(t_sq[:, :, k0:k0 + k_block])
             if run_min is None:
                 run_min, run_idx = _row_min_first_index_(d, descending)
                 run_min, run_idx = run_min.view(-1), run_idx.view(-1)   # (model, row) -> model * rows + row
