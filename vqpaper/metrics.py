@@ -519,10 +519,10 @@ def _balls_by_tree(r, radius, uniq):
     A real row's ball holds a fake row when its nearest fake row is inside it. A fake row is
     in a ball when one of the :data:`NEAREST_FIRST` real rows nearest to it has it inside
     (most reconstructions lie among the data); only the few that none of those has are
-    compared with every real row within the largest radius (see :data:`REST_ONE_BY_ONE`). Distances are Euclidean as
-    ``scipy.spatial.cKDTree`` computes them (a decision could differ from another method's
-    only for a distance within rounding, ~1e-16, of a radius). The tree of the real rows is
-    built once per data set (a sweep's runs share it).
+    compared with every real row within the largest radius (see :data:`REST_ONE_BY_ONE`).
+    Distances are Euclidean as ``scipy.spatial.cKDTree`` computes them (a decision could differ
+    from another method's only for a distance within rounding, ~1e-16, of a radius). The tree
+    of the real rows is built once per data set (a sweep's runs share it).
     """
     from scipy.spatial import cKDTree
 
