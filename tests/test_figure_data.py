@@ -122,6 +122,27 @@ def test_book_figure_writes_png_csv_and_plot_spec_and_displays_nothing(tmp_path,
     assert not (tmp_path / "figures" / "fig-plain.png").exists()
 
 
+def test_book_figure_glues_the_png_it_saved_when_the_dpi_agrees_and_draws_again_when_not(tmp_path, monkeypatch):
+    """The page shows what ``figure_png`` draws: the saved file for a figure at the file's dpi
+    (drawn once), a second drawing for one at another dpi (the heat map draws at matplotlib's)."""
+    glued = {}
+    monkeypatch.setattr(paths, "FIGURES", tmp_path / "figures")
+    monkeypatch.setattr(book, "_glue", lambda name, value: glued.__setitem__(name, value.data))
+    kinds = _figures()
+    styled, other = kinds["metric_bars"], kinds["remedy_heatmap"]
+    assert styled.dpi == plots.DPI and other.dpi != plots.DPI
+    expected = {"fig-styled": book.figure_png(styled), "fig-other": book.figure_png(other)}
+    drawn = []
+    savefig = type(styled).savefig
+    monkeypatch.setattr(type(styled), "savefig", lambda fig, *a, **k: (drawn.append(fig), savefig(fig, *a, **k))[1])
+    book.figure(styled, "fig-styled")
+    assert drawn == [styled], "a figure in the book's style is drawn once"
+    book.figure(other, "fig-other")
+    assert drawn == [styled, other, other]
+    assert glued["fig-styled"] == expected["fig-styled"] == (tmp_path / "figures" / "fig-styled.png").read_bytes()
+    assert glued["fig-other"] == expected["fig-other"] != (tmp_path / "figures" / "fig-other.png").read_bytes()
+
+
 def _cli(*argv):
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
