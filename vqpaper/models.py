@@ -191,7 +191,7 @@ class MLPVQVAE(_VQVAE):
         for i, layer in enumerate(layers):
             h = layer(h)
             if i < len(layers) - 1:
-                h = torch.relu(h)
+                h = torch.relu_(h)  # in place: baddbmm's backward needs its inputs, not its output
         return h
 
     def encode(self, x):
