@@ -118,3 +118,17 @@ def test_smoke_reproduced_effect_pretraining_beats_scratch_on_allocation_entropy
         pre = run_synthetic(SyntheticRun(method="pretrained", **kw)).metrics["alloc_entropy"]
         wins += pre > scratch
     assert wins >= 2
+
+
+def test_training_flushes_subnormal_floats_and_restores_torch_s_default(monkeypatch):
+    """train.denormals_flushed: inside a run a subnormal reads as 0 (fast path), after it as itself."""
+    from vqpaper import train
+
+    tiny = torch.tensor([1e-39])
+    seen = []
+    step = train.train_step
+    monkeypatch.setattr(train, "train_step", lambda *a: (seen.append(float(tiny * 1.0)), step(*a))[1])
+    assert float(tiny * 1.0) > 0
+    run_synthetic(SyntheticRun(dim=2, epochs=1, n_per_cluster=30))
+    assert seen and set(seen) == {0.0}
+    assert float(tiny * 1.0) > 0, "torch's default is restored after the run"
