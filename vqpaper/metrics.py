@@ -291,17 +291,28 @@ def gaussian_density(values: np.ndarray, xs: np.ndarray, h: float, block: int = 
 
     Faster than scipy's sum over all values at every point (2-3x for 10,000-40,000 values on
     512 points): the values are sorted once and each block of ``block`` points sums only the
-    values within :data:`KDE_CUTOFF` kernel widths of it, in one vectorised exp.
+    values within :data:`KDE_CUTOFF` kernel widths of it, in one vectorised exp. The block's
+    ``exp(-0.5 * u * u)`` is computed op for op in two buffers reused by every block (fresh
+    temporaries of a few MB each cost page faults: 2-2.7x slower, the same bits).
     """
     v = np.sort(np.asarray(values, dtype=np.float64).ravel())
     xs = np.asarray(xs, dtype=np.float64)
     out = np.empty(xs.size)
     first = np.searchsorted(v, xs - KDE_CUTOFF * h, side="left")
     last = np.searchsorted(v, xs + KDE_CUTOFF * h, side="right")
-    for a in range(0, xs.size, block):
+    starts = range(0, xs.size, block)
+    widest = max((last[min(a + block, xs.size) - 1] - first[a] for a in starts), default=0)
+    u_buffer, w_buffer = np.empty(block * max(int(widest), 1)), np.empty(block * max(int(widest), 1))
+    for a in starts:
         b = min(a + block, xs.size)
-        u = (xs[a:b, None] - v[None, first[a]:last[b - 1]]) / h
-        out[a:b] = np.exp(-0.5 * u * u).sum(axis=1)
+        shape = (b - a, last[b - 1] - first[a])
+        u = u_buffer[:shape[0] * shape[1]].reshape(shape)
+        w = w_buffer[:shape[0] * shape[1]].reshape(shape)
+        np.subtract(xs[a:b, None], v[None, first[a]:last[b - 1]], out=u)
+        u /= h
+        np.multiply(u, -0.5, out=w)  # -0.5 * u * u, in its order
+        w *= u
+        out[a:b] = np.exp(w, out=w).sum(axis=1)
     return out / (v.size * h * math.sqrt(2 * math.pi))
 
 
