@@ -402,7 +402,11 @@ def sliced_wasserstein(x, y, n_projections=128, seed=0):
         # y is the data in the book's use, the same for every run of a sweep: its sorted
         # projections are computed once per data set and direction set
         sorted_b = _cached(("sorted projections", n_projections, seed), b, lambda: np.sort(dirs @ b.T, axis=1))
-        return float(np.mean(np.abs(_sorted_projections(a, dirs) - sorted_b)))
+        # mean |sorted(a.u) - sorted(b.u)|, in place: two fresh temporaries of 128 x N floats would
+        # cost page faults (a fifth of the call); the same bits
+        gaps = _sorted_projections(a, dirs)
+        gaps -= sorted_b
+        return float(np.mean(np.abs(gaps, out=gaps)))
     from scipy import stats
 
     pa, pb = dirs @ a.T, dirs @ b.T
