@@ -637,8 +637,8 @@ def run_group(configs: Sequence, data: Optional[CifarData] = None, *, progress: 
 
 @contextlib.contextmanager
 def denormals_flushed():
-    """Train with the CPU's subnormal floats flushed to zero (``torch.set_flush_denormal``), as
-    oneDNN and most CPU deep-learning code do; torch's default (off) is restored afterwards.
+    """Train with the CPU's subnormal floats flushed to zero (``torch.set_flush_denormal``);
+    torch's default (off) is restored afterwards.
 
     EMA-VQ drags the tokens no embedding chooses towards the origin (eq. 5), by a factor
     ``decay`` per step, so a long run ends with subnormal coordinates (below 1.2e-38) in its
