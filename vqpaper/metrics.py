@@ -302,7 +302,8 @@ def gaussian_density(values: np.ndarray, xs: np.ndarray, h: float, block: int = 
     last = np.searchsorted(v, xs + KDE_CUTOFF * h, side="right")
     starts = range(0, xs.size, block)
     widest = max((last[min(a + block, xs.size) - 1] - first[a] for a in starts), default=0)
-    u_buffer, w_buffer = np.empty(block * max(int(widest), 1)), np.empty(block * max(int(widest), 1))
+    size = block * max(int(widest), 1)
+    u_buffer, w_buffer = np.empty(size), np.empty(size)
     for a in starts:
         b = min(a + block, xs.size)
         shape = (b - a, last[b - 1] - first[a])
