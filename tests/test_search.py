@@ -97,11 +97,12 @@ def test_nearest_token_tiles_never_exceed_chunk_size(monkeypatch, chunk_size):
         idx, _ = nearest_token(z, codebook, chunk_size=chunk_size)
     monkeypatch.undo()
     assert tiles and max(tiles) <= chunk_size, (max(tiles), chunk_size)
-    # every temporary, not only the matmul tiles: at most a tile, or the size of the inputs
-    # (||t||^2 squares the codebook once), never anything like N x K
+    # every temporary, not only the matmul tiles: at most a tile, or the size of the inputs with
+    # one more coordinate ([-2 z, 1] and [t; ||t||^2]; ||t||^2 squares the codebook once), never
+    # anything like N x K
     biggest = max(sizes.sizes, key=lambda s: s[1])
-    assert biggest[1] <= max(chunk_size, n * d, k * d), biggest
-    assert n * k > 4 * max(chunk_size, n * d, k * d)  # the bound means something at these sizes
+    assert biggest[1] <= max(chunk_size, n * (d + 1), k * (d + 1)), biggest
+    assert n * k > 4 * max(chunk_size, n * (d + 1), k * (d + 1))  # the bound means something at these sizes
     ref = torch.cat([torch.addmm(codebook.pow(2).sum(1), z[r:r + 256], codebook.T, alpha=-2).argmin(1)
                      for r in range(0, n, 256)])
     assert (idx != ref).float().mean() < 0.01
@@ -262,3 +263,29 @@ def test_a_groups_models_are_searched_as_each_alone(tile):
     for m in range(10):
         alone_idx, alone_dist = nearest_token_cpu(z[m:m + 1], codebook[m:m + 1], tile)
         assert torch.equal(idx[m], alone_idx[0]) and torch.equal(dist[m], alone_dist[0])
+
+
+@pytest.mark.parametrize("m,n,d,k", [(1, 8192, 16, 4096), (1, 2048, 16, 256), (1, 1024, 64, 4096), (3, 700, 8, 1000),
+                                     (12, 512, 4, 128), (1, 600, 3, 65536)])
+def test_cpu_search_gives_the_plain_tiled_search_s_indices(m, n, d, k):
+    """The CPU search folds ``||t||^2`` into its matmul (``[-2 z, 1] @ [t; ||t||^2]``) and, past
+    one block of codebook columns, finds the index in a second pass over the block that holds
+    each row's minimum. Neither may change a number: its indices are, bit for bit, the first
+    minima of the plain distances ``(-2 z) @ t + ||t||^2`` over the same 512-column blocks
+    (what the book's references were computed with), ties and duplicated tokens included."""
+    from vqpaper.search_cpu import CPU_K_BLOCK, CPU_TILE, nearest_token_cpu
+
+    g = torch.Generator().manual_seed(n + k)
+    z, codebook = torch.randn(m, n, d, generator=g), torch.randn(m, k, d, generator=g)
+    codebook[:, k // 2], codebook[:, k - 2] = codebook[:, 3], codebook[:, k - 1]  # tied tokens
+    z[:, :2] = codebook[:, [k - 1, 3]]                                                # rows sitting on them
+    idx, dist = nearest_token_cpu(z, codebook, CPU_TILE)
+    t, t_sq = codebook.transpose(1, 2), codebook.pow(2).sum(-1).unsqueeze(1)
+    rows = 256  # any row count above one gives a matmul the same entries
+    plain = [torch.cat([torch.bmm(z[:, r:r + rows] * -2, t[:, :, c:c + CPU_K_BLOCK]).add_(t_sq[:, :, c:c + CPU_K_BLOCK])
+                        for c in range(0, k, CPU_K_BLOCK)], -1).min(-1) for r in range(0, n, rows)]
+    plain = torch.return_types.min((torch.cat([p.values for p in plain], 1), torch.cat([p.indices for p in plain], 1)))
+    assert torch.equal(idx, plain.indices)
+    # and the same numbers: the distances differ in the last bit as soon as the sum is rounded otherwise
+    assert torch.equal(dist, (plain.values + z.pow(2).sum(-1)).clamp_min_(0))
+    assert (idx[:, 0] == k - 2).all() and (idx[:, 1] == 3).all()  # ties to the first token

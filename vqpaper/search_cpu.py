@@ -37,10 +37,13 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
     way whatever group it is in, so its indices do not depend on the group. The models are
     searched a few at a time, as many as fit in one ``tile`` together (at least one): a group's
     tiles side by side would outgrow the cache (12 models of notebook 02's 8-D runs: 3 MiB of
-    distances, 1,219 us a search; in batches of four, 1,028 us). Rows are scanned block by
-    block of codebook columns. Only rows whose minimum improves in a block (few, after the
-    first blocks) have their index recomputed, on a copy of just those rows: at most two
-    tile-sized temporaries per model at a time.
+    distances, 1,219 us a search; in batches of four, 1,028 us).
+
+    Each tile is one matmul, ``[-2 z, 1] @ [t; ||t||^2]`` = ``||t||^2 - 2 z.t``: the ones column
+    comes last, so ``||t||^2`` is added to the finished dot product and rounded once, as an
+    ``add_`` after the matmul would be. With more than one block of codebook columns, a first
+    pass keeps only each block's row minima; then, block by block, the rows whose minimum that
+    block holds first are computed again to find its index (:func:`_index_in_block`).
     """
     models, n, k = z.shape[0], z.shape[1], codebook.shape[1]
     k_block = min(k, CPU_K_BLOCK, tile)
@@ -50,38 +53,52 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
         out = [nearest_token_cpu(z[m:m + together], codebook[m:m + together], tile)
                for m in range(0, models, together)]
         return torch.cat([i for i, _ in out]), torch.cat([b for _, b in out])
-    t_sq = codebook.pow(2).sum(-1, keepdim=True).transpose(1, 2)  # ||t_k||^2, [M, 1, K]
-    codebook_t = codebook.transpose(1, 2)                        # [M, D, K]
-    descending = torch.arange(k_block, 0, -1, dtype=codebook.dtype)
+    # [-2 z, 1] [M, N, D + 1]: (-2 z) . t is -2 (z . t) to the last bit (a power of two scales every
+    # product and partial sum exactly)
+    queries = torch.cat([z * -2, z.new_ones(models, n, 1)], 2)
+    # [t; ||t||^2] [M, D + 1, k_block], block by block of codebook columns
+    t, t_sq = codebook.transpose(1, 2), codebook.pow(2).sum(-1).unsqueeze(1)
+    blocks = [torch.cat([t[:, :, k0:k0 + k_block], t_sq[:, :, k0:k0 + k_block]], 1) for k0 in range(0, k, k_block)]
+    descending = torch.arange(max(k_block, len(blocks)), 0, -1, dtype=codebook.dtype)
+    minima = torch.empty(models, n, len(blocks), dtype=codebook.dtype)  # each block's row minima
     indices = torch.empty(models, n, dtype=torch.long)
-    best = torch.empty(models, n, dtype=codebook.dtype)
     tiles: dict = {}  # one buffer per tile shape, written again by every tile of that shape
     for r0 in range(0, n, rows):
-        zr = z[:, r0:r0 + rows]
-        # (-2 z) @ t is -2 (z . t) to the last bit (a power of two scales every product and partial
-        # sum exactly), and adding ||t||^2 rounds once, as baddbmm's ||t||^2 + (-2) z.t does: a plain
-        # matmul into a reused tile, without baddbmm's broadcast copy (and no copy of the codebook)
-        zr_2 = zr * -2
-        width = zr.shape[1]
-        run_min = run_idx = None
-        for k0 in range(0, k, k_block):
-            # ||t||^2 - 2 z.t for one tile of [M, rows, k_block], into a reused buffer: a fresh one
-            # would cost a page fault per 4 KiB (for a 1 MiB tile, about as long as the matmul)
-            shape = (models, width, min(k_block, k - k0))
-            if shape not in tiles:
+        q, own = _rows_of(queries, r0, rows), min(rows, n - r0)
+        for b, block in enumerate(blocks):
+            shape = (models, q.shape[1], block.shape[2])
+            if shape not in tiles:  # a fresh buffer would cost a page fault per 4 KiB
                 tiles[shape] = torch.empty(shape, dtype=codebook.dtype)
-            d = torch.bmm(zr_2, codebook_t[:, :, k0:k0 + k_block], out=tiles[shape]).add_(t_sq[:, :, k0:k0 + k_block])
-            if run_min is None:
-                run_min, run_idx = _row_min_first_index_(d, descending)
-                run_min, run_idx = run_min.view(-1), run_idx.view(-1)   # (model, row) -> model * rows + row
-                continue
-            m = d.amin(-1).view(-1)
-            # strict '<' keeps the earlier block on ties, like a plain argmin over all columns
-            better = (m < run_min).nonzero().squeeze(1)
-            if better.numel():
-                _, i = _row_min_first_index_(d.view(-1, d.shape[-1]).index_select(0, better), descending)
-                run_idx.index_copy_(0, better, i + k0)
-                run_min.index_copy_(0, better, m.index_select(0, better))
-        indices[:, r0:r0 + rows] = run_idx.view(models, width)
-        best[:, r0:r0 + rows] = run_min.view(models, width) + zr.pow(2).sum(-1)
-    return indices, best.clamp_min_(0)
+            d = torch.bmm(q, block, out=tiles[shape])
+            if len(blocks) == 1:  # the tile in the cache: its row minima and their first indices at once
+                m, i = _row_min_first_index_(d, descending)
+                minima[:, r0:r0 + rows, 0], indices[:, r0:r0 + rows] = m[:, :own], i[:, :own]
+            else:
+                minima[:, r0:r0 + rows, b] = d.amin(-1)[:, :own]
+    if len(blocks) == 1:
+        best = minima[:, :, 0]
+    else:
+        best, first_block = _row_min_first_index_(minima, descending)
+        for m in range(models):
+            for b, block in enumerate(blocks):
+                picked = (first_block[m] == b).nonzero().squeeze(1)
+                if picked.numel():
+                    indices[m].index_copy_(0, picked, _index_in_block(queries[m], picked, block[m], descending)
+                                           + b * k_block)
+    return indices, best.add_(z.pow(2).sum(-1)).clamp_min_(0)
+
+
+def _rows_of(queries: torch.Tensor, r0: int, rows: int) -> torch.Tensor:
+    """Rows ``r0 : r0 + rows`` of ``queries`` [M, N, D + 1]; a lone last row is doubled: alone, a
+    matmul would send it to a matrix-vector kernel, which sums in another order."""
+    q = queries[:, r0:r0 + rows]
+    return q.repeat(1, 2, 1) if q.shape[1] == 1 else q
+
+
+def _index_in_block(queries: torch.Tensor, picked: torch.Tensor, block: torch.Tensor, descending: torch.Tensor):
+    """The index within ``block`` [D + 1, k_block] of the minimum of each picked row of ``queries``
+    [N, D + 1]: the distances again, for those rows only. A matmul's entries do not depend on
+    how many rows it has (a lone row aside, see :func:`_rows_of`), so they are the first pass's."""
+    q = queries.index_select(0, picked.repeat(2) if picked.numel() == 1 else picked)
+    _, i = _row_min_first_index_(torch.mm(q, block), descending)
+    return i[:picked.numel()]
