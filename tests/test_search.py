@@ -289,3 +289,20 @@ def test_cpu_search_gives_the_plain_tiled_search_s_indices(m, n, d, k):
     # and the same numbers: the distances differ in the last bit as soon as the sum is rounded otherwise
     assert torch.equal(dist, (plain.values + z.pow(2).sum(-1)).clamp_min_(0))
     assert (idx[:, 0] == k - 2).all() and (idx[:, 1] == 3).all()  # ties to the first token
+
+
+def test_cpu_search_second_pass_stays_within_a_tile_when_every_row_picks_one_block():
+    """Every row's nearest token in the first block of columns: the second pass (the index within
+    that block) handles those rows a tile at a time, not as one N x 512 matrix."""
+    from vqpaper.search_cpu import CPU_TILE, nearest_token_cpu
+
+    g = torch.Generator().manual_seed(8)
+    n, k, d = 4096, 4096, 4
+    codebook = torch.randn(1, k, d, generator=g) + 10
+    codebook[:, 7] = 0
+    z = torch.randn(1, n, d, generator=g) * 0.1  # all nearest to token 7, in the first block
+    with _Sizes() as sizes:
+        idx, _ = nearest_token_cpu(z, codebook, CPU_TILE)
+    assert (idx == 7).all()
+    biggest = max(sizes.sizes, key=lambda s: s[1])
+    assert biggest[1] <= max(CPU_TILE, n * (d + 1), k * (d + 1)) < n * 512, biggest

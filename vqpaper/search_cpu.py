@@ -82,8 +82,9 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
         for m in range(models):
             for b, block in enumerate(blocks):
                 picked = (first_block[m] == b).nonzero().squeeze(1)
-                if picked.numel():
-                    indices[m].index_copy_(0, picked, _index_in_block(queries[m], picked, block[m], descending)
+                for p0 in range(0, picked.numel(), rows):  # a tile at most, as in the first pass
+                    part = picked[p0:p0 + rows]
+                    indices[m].index_copy_(0, part, _index_in_block(queries[m], part, block[m], descending)
                                            + b * k_block)
     return indices, best.add_(z.pow(2).sum(-1)).clamp_min_(0)
 
