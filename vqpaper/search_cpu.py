@@ -84,22 +84,32 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
                 picked = (first_block[m] == b).nonzero().squeeze(1)
                 for p0 in range(0, picked.numel(), rows):  # a tile at most, as in the first pass
                     part = picked[p0:p0 + rows]
-                    indices[m].index_copy_(0, part, _index_in_block(queries[m], part, block[m], descending)
-                                           + b * k_block)
+                    indices[m].index_copy_(0, part, _index_in_block(queries[m], part, block[m], descending,
+                                                                    min(MIN_ROWS, rows)) + b * k_block)
     return indices, best.add_(z.pow(2).sum(-1)).clamp_min_(0)
 
 
 def _rows_of(queries: torch.Tensor, r0: int, rows: int) -> torch.Tensor:
-    """Rows ``r0 : r0 + rows`` of ``queries`` [M, N, D + 1]; a lone last row is doubled: alone, a
-    matmul would send it to a matrix-vector kernel, which sums in another order."""
+    """Rows ``r0 : r0 + rows`` of ``queries`` [M, N, D + 1]; a lone last row of larger tiles is
+    doubled: alone, a matmul would send it to a matrix-vector kernel, which sums in another order."""
     q = queries[:, r0:r0 + rows]
-    return q.repeat(1, 2, 1) if q.shape[1] == 1 else q
+    return q.repeat(1, 2, 1) if q.shape[1] == 1 < rows else q
 
 
-def _index_in_block(queries: torch.Tensor, picked: torch.Tensor, block: torch.Tensor, descending: torch.Tensor):
+#: The second pass computes at least this many rows at once (repeating one where it has fewer,
+#: and never more than the first pass's tiles): a matmul of one row goes to a matrix-vector
+#: kernel that sums in another order, and the floor keeps it away from any other small-matrix path.
+MIN_ROWS = 16
+
+
+def _index_in_block(queries: torch.Tensor, picked: torch.Tensor, block: torch.Tensor, descending: torch.Tensor,
+                    floor: int):
     """The index within ``block`` [D + 1, k_block] of the minimum of each picked row of ``queries``
-    [N, D + 1]: the distances again, for those rows only. A matmul's entries do not depend on
-    how many rows it has (a lone row aside, see :func:`_rows_of`), so they are the first pass's."""
-    q = queries.index_select(0, picked.repeat(2) if picked.numel() == 1 else picked)
-    _, i = _row_min_first_index_(torch.mm(q, block), descending)
-    return i[:picked.numel()]
+    [N, D + 1]: the distances again, for those rows only (at least ``floor`` rows), by the same
+    batched matmul as the first pass. A matmul's entries do not depend on how many rows it has
+    (tests/test_search.py checks it), so they are the first pass's numbers."""
+    p = picked.numel()
+    rows = picked if p >= floor else torch.cat([picked, picked[:1].expand(floor - p)])
+    d = torch.bmm(queries.index_select(0, rows).unsqueeze(0), block.unsqueeze(0))[0]
+    _, i = _row_min_first_index_(d, descending)
+    return i[:p]
