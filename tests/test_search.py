@@ -306,3 +306,19 @@ def test_cpu_search_second_pass_stays_within_a_tile_when_every_row_picks_one_blo
     assert (idx == 7).all()
     biggest = max(sizes.sizes, key=lambda s: s[1])
     assert biggest[1] <= max(CPU_TILE, n * (d + 1), k * (d + 1)) < n * 512, biggest
+
+
+@pytest.mark.parametrize("m,n,k", [(12, 768, 128), (1, 20000, 128), (3, 5000, 1), (2, 4096, 2), (4, 3000, 1000)])
+def test_sorted_position_is_searchsorted(m, n, k):
+    """The branch-free search of the 1-D path gives torch.searchsorted's positions: runs of equal
+    tokens, queries on tokens, past both ends, infinite and NaN (a NaN goes past the end)."""
+    from vqpaper.search_cpu import BRANCH_FREE_FROM, sorted_position
+
+    assert m * n >= BRANCH_FREE_FROM  # the branch-free path, not torch's
+    g = torch.Generator().manual_seed(m * n + k)
+    for decimals in (1, 4):  # one decimal: many equal tokens
+        values = (torch.randn(m, k, generator=g) * 2).round(decimals=decimals).sort(-1).values
+        q = torch.randn(m, n, generator=g) * 3
+        q[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0])
+        q[:, 4:4 + min(k, 20)] = values[:, :min(k, 20)]
+        assert torch.equal(sorted_position(values, q), torch.searchsorted(values, q))

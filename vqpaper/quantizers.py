@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, check_positive_int
-from .search_cpu import CPU_TILE, nearest_token_cpu
+from .search_cpu import CPU_TILE, nearest_token_cpu, sorted_position
 
 # Peak size of the distance tile in the nearest-token search, in matrix elements
 # (2**22 float32 = 16 MiB). Independent of the codebook size: see `nearest_token`.
@@ -118,7 +118,7 @@ def _nearest_token_1d(z: torch.Tensor, codebook: torch.Tensor):
     starts_run[..., 1:] = values[..., 1:] != values[..., :-1]
     run_start = torch.where(starts_run, positions, 0).cummax(-1).values
     # first token >= z (or the last; clamped: a NaN, from a run that diverged, searches past the end)
-    right = torch.searchsorted(values, q).clamp_(max=last)
+    right = sorted_position(values, q).clamp_(max=last)
     candidates = []
     for pos in (right, (right - 1).clamp_(min=0)):
         pos = run_start.gather(-1, pos)   # the first of its run of equal tokens
