@@ -53,18 +53,21 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
         out = [nearest_token_cpu(z[m:m + together], codebook[m:m + together], tile)
                for m in range(0, models, together)]
         return torch.cat([i for i, _ in out]), torch.cat([b for _, b in out])
-    # [-2 z, 1] [M, N, D + 1]: (-2 z) . t is -2 (z . t) to the last bit (a power of two scales every
-    # product and partial sum exactly)
-    queries = torch.cat([z * -2, z.new_ones(models, n, 1)], 2)
     # [t; ||t||^2] [M, D + 1, k_block], block by block of codebook columns
     t, t_sq = codebook.transpose(1, 2), codebook.pow(2).sum(-1).unsqueeze(1)
     blocks = [torch.cat([t[:, :, k0:k0 + k_block], t_sq[:, :, k0:k0 + k_block]], 1) for k0 in range(0, k, k_block)]
     descending = torch.arange(max(k_block, len(blocks)), 0, -1, dtype=codebook.dtype)
     minima = torch.empty(models, n, len(blocks), dtype=codebook.dtype)  # each block's row minima
+    z_sq = torch.empty(models, n, dtype=codebook.dtype)                 # ||z||^2
     indices = torch.empty(models, n, dtype=torch.long)
     tiles: dict = {}  # one buffer per tile shape, written again by every tile of that shape
     for r0 in range(0, n, rows):
-        q, own = _rows_of(queries, r0, rows), min(rows, n - r0)
+        zr = z[:, r0:r0 + rows]
+        own = zr.shape[1]
+        z_sq[:, r0:r0 + rows] = zr.pow(2).sum(-1)
+        # a lone last row of larger tiles is doubled: alone, a matmul would send it to a
+        # matrix-vector kernel, which sums in another order
+        q = _queries(zr.repeat(1, 2, 1) if own == 1 < rows else zr)
         for b, block in enumerate(blocks):
             shape = (models, q.shape[1], block.shape[2])
             if shape not in tiles:  # a fresh buffer would cost a page fault per 4 KiB
@@ -84,16 +87,15 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
                 picked = (first_block[m] == b).nonzero().squeeze(1)
                 for p0 in range(0, picked.numel(), rows):  # a tile at most, as in the first pass
                     part = picked[p0:p0 + rows]
-                    indices[m].index_copy_(0, part, _index_in_block(queries[m], part, block[m], descending,
+                    indices[m].index_copy_(0, part, _index_in_block(z[m], part, block[m], descending,
                                                                     min(MIN_ROWS, rows)) + b * k_block)
-    return indices, best.add_(z.pow(2).sum(-1)).clamp_min_(0)
+    return indices, best.add_(z_sq).clamp_min_(0)
 
 
-def _rows_of(queries: torch.Tensor, r0: int, rows: int) -> torch.Tensor:
-    """Rows ``r0 : r0 + rows`` of ``queries`` [M, N, D + 1]; a lone last row of larger tiles is
-    doubled: alone, a matmul would send it to a matrix-vector kernel, which sums in another order."""
-    q = queries[:, r0:r0 + rows]
-    return q.repeat(1, 2, 1) if q.shape[1] == 1 < rows else q
+def _queries(z: torch.Tensor) -> torch.Tensor:
+    """``[-2 z, 1]`` (``z`` [..., D] -> [..., D + 1]): ``(-2 z) . t`` is ``-2 (z . t)`` to the last bit
+    (a power of two scales every product and partial sum exactly)."""
+    return torch.cat([z * -2, z.new_ones(*z.shape[:-1], 1)], -1)
 
 
 #: The second pass computes at least this many rows at once (repeating one where it has fewer,
@@ -102,15 +104,15 @@ def _rows_of(queries: torch.Tensor, r0: int, rows: int) -> torch.Tensor:
 MIN_ROWS = 16
 
 
-def _index_in_block(queries: torch.Tensor, picked: torch.Tensor, block: torch.Tensor, descending: torch.Tensor,
+def _index_in_block(z: torch.Tensor, picked: torch.Tensor, block: torch.Tensor, descending: torch.Tensor,
                     floor: int):
-    """The index within ``block`` [D + 1, k_block] of the minimum of each picked row of ``queries``
-    [N, D + 1]: the distances again, for those rows only (at least ``floor`` rows), by the same
+    """The index within ``block`` [D + 1, k_block] of the minimum of each picked row of ``z``
+    [N, D]: the distances again, for those rows only (at least ``floor`` rows), by the same
     batched matmul as the first pass. A matmul's entries do not depend on how many rows it has
     (tests/test_search.py checks it), so they are the first pass's numbers."""
     p = picked.numel()
     rows = picked if p >= floor else torch.cat([picked, picked[:1].expand(floor - p)])
-    d = torch.bmm(queries.index_select(0, rows).unsqueeze(0), block.unsqueeze(0))[0]
+    d = torch.bmm(_queries(z.index_select(0, rows)).unsqueeze(0), block.unsqueeze(0))[0]
     _, i = _row_min_first_index_(d, descending)
     return i[:p]
 
