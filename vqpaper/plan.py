@@ -588,10 +588,10 @@ def make_plan(profile: str = "paper", *, devices: int = 1, notebooks: Optional[S
 # 7. The order in which ``vqpaper book`` hands its notebooks to the workers
 # --------------------------------------------------------------------------------------
 #: Seconds each notebook took in a cold ``ci`` book on 2 idle cores (README's table: 2026-12-05,
-#: commit ec555f7): the weights of :func:`book_priority` where this build folder has no timings of
+#: commit 7c99bbf): the weights of :func:`book_priority` where this build folder has no timings of
 #: its own yet.
-COLD_CI_BOOK_S = {"01_preliminaries": 42, "02_tokens_collapse_synthetic": 53, "03_tokens_collapse_cifar10": 209,
-                  "04_embeddings_collapse": 187, "05_simvq_comparison": 145, "06_remedies": 63}
+COLD_CI_BOOK_S = {"01_preliminaries": 34, "02_tokens_collapse_synthetic": 51, "03_tokens_collapse_cifar10": 186,
+                  "04_embeddings_collapse": 182, "05_simvq_comparison": 134, "06_remedies": 63}
 
 
 def _run_ids(notebook: str, profile: str, parameters: dict) -> set:
