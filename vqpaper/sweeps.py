@@ -150,7 +150,8 @@ def save_result(result: RunResult, directory: Path):
         meta = {"config": result.config, "history": result.history, "metrics": result.metrics,
                 "checkpoint": result.checkpoint, "wall_time_s": result.wall_time_s}
         (tmp / "result.json").write_text(json.dumps(meta, indent=1, default=float))
-        np.savez_compressed(tmp / "arrays.npz", **result.arrays)
+        # uncompressed: zlib cost 19 ms a run (0.8 ms plain) for 1.8x less disk, and slowed every read
+        np.savez(tmp / "arrays.npz", **result.arrays)
         if result.state_dict is not None:
             torch.save(result.state_dict, tmp / "model.pt")
         if directory.exists() and not (directory / "result.json").exists():
