@@ -231,6 +231,17 @@ def test_a_cifar_run_records_its_checkpoint_with_the_final_metrics_keys():
     assert set(r.checkpoint["metrics"]) == set(r.metrics)
 
 
+@pytest.mark.parametrize("kind, quantizer", [("cifar", "ema"), ("cifar", "simvq"), ("synthetic", "vq-lib")])
+def test_the_indices_without_the_decoder_are_the_full_forward_pass_s(kind, quantizer):
+    """A CIFAR-10 run's train-set perplexity reads only the indices (train._token_indices)."""
+    model, optimizer, x = _group(kind, quantizer)
+    model.train()
+    train.train_step(model, optimizer, x)   # trained tokens (K-means on the first batch, one step)
+    source = torch.arange(3)[:, None]
+    full = train._evaluate(model, x, source, batch_size=3)[1]
+    assert torch.equal(train._token_indices(model, x, source, batch_size=3), full)
+
+
 # ------------------------------------------------------------------ no host sync in a step
 
 def _group(kind: str, quantizer: str, models: int = 3):

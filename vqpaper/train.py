@@ -476,6 +476,17 @@ def _evaluate(model, x, source, batch_size=4096):
     return torch.cat(zs, 1), torch.cat(idx, 1), torch.cat(rec, 1)
 
 
+@torch.no_grad()
+def _token_indices(model, x, source, batch_size=4096):
+    """The token indices of :func:`_evaluate` alone: encoder and quantizer, no decoder (about half
+    of a conv model's forward pass). The same batches, so the same indices."""
+    model.eval()
+    n = x.shape[1]
+    return torch.cat([model.quantizer(model.encode(_batch(x, source, torch.arange(i, min(n, i + batch_size),
+                                                                                   device=x.device))))[1]
+                      for i in range(0, n, batch_size)], dim=1)
+
+
 def _init_codebook(model, x, source, runs: _Runs, kmeans_vectors=None):
     """K-means init on the encoder outputs of each run's whole training set (paper), if asked for.
 
@@ -774,7 +785,7 @@ def _run_cifar_group(configs, data: CifarData, device, precision, progress, pret
 
     def evaluate(model_):
         z_te, idx_te, rec_te = _evaluate(model_, x_test, test_source, batch_size=256)
-        _, idx_tr, _ = _evaluate(model_, x_train, source, batch_size=256)
+        idx_tr = _token_indices(model_, x_train, source, batch_size=256)  # perplexity and usage only
         out = {}
         for m in runs.active:
             c = configs[m]
