@@ -55,41 +55,50 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
     t, t_sq = codebook.transpose(1, 2), codebook.pow(2).sum(-1).unsqueeze(1)
     blocks = [torch.cat([t[:, :, k0:k0 + k_block], t_sq[:, :, k0:k0 + k_block]], 1) for k0 in range(0, k, k_block)]
     descending = torch.arange(max(k_block, len(blocks)), 0, -1, dtype=codebook.dtype)
-    minima = torch.empty(models, n, len(blocks), dtype=codebook.dtype)  # each block's row minima
+    batches = [(m0, min(models, m0 + together)) for m0 in range(0, models, together)]
+    batch_blocks = [[block[m0:m1] for block in blocks] for m0, m1 in batches]  # views, sliced once
+    minima = torch.empty(len(blocks), models, n, dtype=codebook.dtype)  # each block's row minima
     z_sq = torch.empty(models, n, dtype=codebook.dtype)                 # ||z||^2
     indices = torch.empty(models, n, dtype=torch.long)
     tiles: dict = {}  # one buffer per tile shape, written again by every tile of that shape
     for r0 in range(0, n, rows):
         zr = z[:, r0:r0 + rows]
         own = zr.shape[1]
-        z_sq[:, r0:r0 + rows] = zr.pow(2).sum(-1)
+        r1 = r0 + own
+        z_sq[:, r0:r1] = zr.pow(2).sum(-1)
         # a lone last row of larger tiles is doubled: alone, a matmul would send it to a
         # matrix-vector kernel, which sums in another order
         zr = zr.repeat(1, 2, 1) if own == 1 < rows else zr
-        for m0 in range(0, models, together):
-            m1 = min(models, m0 + together)
+        for (m0, m1), its_blocks in zip(batches, batch_blocks):
             q = _queries(zr[m0:m1])
-            for b, block in enumerate(blocks):
-                shape = (m1 - m0, q.shape[1], block.shape[2])
+            shape = (m1 - m0, q.shape[1], k_block)
+            for b, block in enumerate(its_blocks):
+                if block.shape[2] != k_block:  # the codebook's last, narrower block
+                    shape = (m1 - m0, q.shape[1], block.shape[2])
                 if shape not in tiles:  # a fresh buffer would cost a page fault per 4 KiB
                     tiles[shape] = torch.empty(shape, dtype=codebook.dtype)
-                d = torch.bmm(q, block[m0:m1], out=tiles[shape])
+                d = torch.bmm(q, block, out=tiles[shape])
                 if len(blocks) == 1:  # the tile in the cache: its row minima and their first indices at once
                     m, i = _row_min_first_index_(d, descending)
-                    minima[m0:m1, r0:r0 + rows, 0], indices[m0:m1, r0:r0 + rows] = m[:, :own], i[:, :own]
+                    minima[0, m0:m1, r0:r1], indices[m0:m1, r0:r1] = m[:, :own], i[:, :own]
+                elif own == d.shape[1]:
+                    torch.amin(d, -1, out=minima[b, m0:m1, r0:r1])
                 else:
-                    minima[m0:m1, r0:r0 + rows, b] = d.amin(-1)[:, :own]
+                    minima[b, m0:m1, r0:r1] = d.amin(-1)[:, :own]
     if len(blocks) == 1:
-        best = minima[:, :, 0]
+        best = minima[0]
     else:
-        best, first_block = _row_min_first_index_(minima, descending)
+        best, first_block = _row_min_first_index_(minima.permute(1, 2, 0).contiguous(), descending)
         for m in range(models):
-            for b, block in enumerate(blocks):
-                picked = (first_block[m] == b).nonzero().squeeze(1)
-                for p0 in range(0, picked.numel(), rows):  # a tile at most, as in the first pass
-                    part = picked[p0:p0 + rows]
-                    indices[m].index_copy_(0, part, _index_in_block(z[m], part, block[m], descending,
+            # each block's rows, in row order (a stable sort by block)
+            by_block = torch.sort(first_block[m], stable=True).indices
+            start = 0
+            for b, count in enumerate(torch.bincount(first_block[m], minlength=len(blocks)).tolist()):
+                for p0 in range(start, start + count, rows):  # a tile at most, as in the first pass
+                    part = by_block[p0:min(p0 + rows, start + count)]
+                    indices[m].index_copy_(0, part, _index_in_block(z[m], part, blocks[b][m], descending,
                                                                     min(MIN_ROWS, rows)) + b * k_block)
+                start += count
     return indices, best.add_(z_sq).clamp_min_(0)
 
 
