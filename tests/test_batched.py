@@ -242,6 +242,27 @@ def test_the_indices_without_the_decoder_are_the_full_forward_pass_s(kind, quant
     assert torch.equal(train._token_indices(model, x, source, batch_size=3), full)
 
 
+def test_steady_training_steps_reuse_freed_memory_instead_of_fresh_pages():
+    """config.reuse_freed_memory: a step's temporaries come from memory freed by the steps before
+    (glibc's default maps, zeroes and unmaps a fresh block for each: ~1,000 page faults a step
+    here; with it, none alone and ~25 after the rest of the suite has shaped the heap)."""
+    import resource
+
+    from vqpaper.config import reuse_freed_memory
+
+    if not reuse_freed_memory():
+        pytest.skip("the C library has no mallopt (not glibc)")
+    model, optimizer, _ = _group("synthetic", "ema", models=20)
+    x = torch.randn(20, 512, 8)
+    model.train()
+    for _ in range(10):
+        train.train_step(model, optimizer, x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        train.train_step(model, optimizer, x)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20 < 100
+
+
 # ------------------------------------------------------------------ no host sync in a step
 
 def _group(kind: str, quantizer: str, models: int = 3):

@@ -353,6 +353,41 @@ def set_threads(n: Optional[int] = None) -> int:
     return n
 
 
+#: glibc's ``mallopt`` parameters (malloc.h) and the values :func:`reuse_freed_memory` sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_MMAP_THRESHOLD = 32 << 20   # glibc's largest on 64-bit
+HEAP_TRIM_THRESHOLD = 256 << 20
+_heap_reused: Optional[bool] = None
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc's malloc serve allocations up to 32 MiB from memory freed earlier in the process
+    (once per process; True where applied, False where the C library has no ``mallopt``).
+
+    By default glibc maps a fresh block from the kernel for every allocation above 128 KiB-32 MiB
+    (the threshold moves with what was freed) and unmaps it when freed, so a training step's
+    temporaries (activations, gradients, distance tiles: MiB each) are new pages every step,
+    each zeroed by the kernel at its first touch: about 600 page faults a step of a group of 20
+    8-D synthetic runs (1,000 a CIFAR-10 step), which took 11.2 ms a step instead of 10.6 ms
+    (min of 4 processes each). Here allocations below ``HEAP_MMAP_THRESHOLD`` come from the
+    heap and up to ``HEAP_TRIM_THRESHOLD`` of free memory at its top is kept: steady steps
+    then fault no page. What memory holds changes no number: torch writes every buffer it reads.
+    """
+    global _heap_reused
+    if _heap_reused is None:
+        import ctypes
+
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc (macOS, Windows)
+            _heap_reused = False
+        else:
+            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+            _heap_reused = (mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD) == 1
+                            and mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD) == 1)
+    return _heap_reused
+
+
 # --------------------------------------------------------------------------------------
 # Notebook parameters: one typed dataclass per notebook, `ci` and `paper` as two presets
 # --------------------------------------------------------------------------------------

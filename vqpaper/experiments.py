@@ -18,7 +18,7 @@ from . import metrics as M
 from . import results
 from .config import (METHODS, CifarRun, CifarSweep, EmbeddingsCollapse, NotebookParams, Preliminaries, Remedies,
                      SimVQComparison, SyntheticRun, SyntheticSweep, TokensCollapseCifar, TokensCollapseSynthetic,
-                     describe, notebook_config, set_threads)
+                     describe, notebook_config, reuse_freed_memory, set_threads)
 from .data import load_cifar10, make_clusters
 from .diagnose import diagnose
 from .errors import ConfigError
@@ -52,6 +52,7 @@ def setup(notebook: str, profile: str, namespace: dict) -> NotebookParams:
         raise ConfigError(f"the parameters cell of {notebook} does not define {missing}; it must assign every "
                           f"parameter of the notebook ({names}), None meaning the profile's value")
     cfg = notebook_config(notebook, profile, **{name: namespace[name] for name in names})
+    reuse_freed_memory()  # for the kernel's metrics and figures as for its training
     return replace(cfg, threads=set_threads(), started=time.time(), executor=resolve_name())
 
 

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from .config import PRECISIONS, CifarRun, SyntheticRun, check_precision, default_precision, resolve_device  # noqa: F401
+from .config import (PRECISIONS, CifarRun, SyntheticRun, check_precision, default_precision,  # noqa: F401
+                     resolve_device, reuse_freed_memory)
 from .data import CifarData, cifar_to_tensor, make_clusters, tensor_to_images
 from .errors import ConfigError, TrainingDiverged
 from .models import ConvVQVAE, MLPVQVAE
@@ -640,6 +641,7 @@ def run_group(configs: Sequence, data: Optional[CifarData] = None, *, progress: 
                                    pretrain_store=pretrain_store)]
     if not isinstance(configs[0], SyntheticRun) and data is None:
         raise ConfigError("CIFAR-10 runs need data: run_group(configs, data=vqpaper.data.load_cifar10(...))")
+    reuse_freed_memory()  # steps then fault no fresh page (config.reuse_freed_memory)
     with denormals_flushed():
         if isinstance(configs[0], SyntheticRun):
             return _run_synthetic_group(configs, device, precision, progress, pretrain_store)
