@@ -364,14 +364,16 @@ def reuse_freed_memory() -> bool:
     """Let glibc's malloc serve allocations up to 32 MiB from memory freed earlier in the process
     (once per process; True where applied, False where the C library has no ``mallopt``).
 
-    By default glibc maps a fresh block from the kernel for every allocation above 128 KiB-32 MiB
-    (the threshold moves with what was freed) and unmaps it when freed, so a training step's
-    temporaries (activations, gradients, distance tiles: MiB each) are new pages every step,
-    each zeroed by the kernel at its first touch: about 600 page faults a step of a group of 20
-    8-D synthetic runs (1,000 a CIFAR-10 step), which took 11.2 ms a step instead of 10.6 ms
-    (min of 4 processes each). Here allocations below ``HEAP_MMAP_THRESHOLD`` come from the
-    heap and up to ``HEAP_TRIM_THRESHOLD`` of free memory at its top is kept: steady steps
-    then fault no page. What memory holds changes no number: torch writes every buffer it reads.
+    By default glibc maps a fresh block from the kernel for an allocation above its mmap
+    threshold (128 KiB at first, then the size of the largest block freed) and unmaps it when
+    freed; the kernel zeroes each page at its first touch. A group of synthetic runs allocates
+    temporaries of many sizes (activations, gradients, distance tiles), so its steps keep
+    faulting fresh pages: a group of 20 8-D runs of notebook 04 spent 0.8-1.0 s of system time
+    in 15.4-16.3 s, and 0.2-0.5 s in 14.6-16.1 s with this (3 runs each; whole CIFAR-10 runs, whose
+    steps repeat the same few sizes, do not change: 12.6-13.1 s either way). Here allocations
+    below ``HEAP_MMAP_THRESHOLD`` come from the heap, and up to ``HEAP_TRIM_THRESHOLD`` of free
+    memory at its top is kept for the next step. No number can change: torch writes every
+    buffer it reads.
     """
     global _heap_reused
     if _heap_reused is None:
