@@ -641,7 +641,7 @@ def run_group(configs: Sequence, data: Optional[CifarData] = None, *, progress: 
                                    pretrain_store=pretrain_store)]
     if not isinstance(configs[0], SyntheticRun) and data is None:
         raise ConfigError("CIFAR-10 runs need data: run_group(configs, data=vqpaper.data.load_cifar10(...))")
-    reuse_freed_memory()  # steps then fault no fresh page (config.reuse_freed_memory)
+    reuse_freed_memory()  # steps take freed memory, not fresh pages (config.reuse_freed_memory)
     with denormals_flushed():
         if isinstance(configs[0], SyntheticRun):
             return _run_synthetic_group(configs, device, precision, progress, pretrain_store)
