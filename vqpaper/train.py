@@ -455,22 +455,28 @@ def _compiled(model, optimizer):
 # --------------------------------------------------------------------------------------
 # Initialisation, evaluation, the two recipes of §3.1
 # --------------------------------------------------------------------------------------
+def _batches(x: torch.Tensor, source: torch.Tensor, batch_size: int):
+    """Each model's points in order, ``batch_size`` at a time (see :func:`_batch`): the batches of
+    every evaluation pass, so the passes see the same batches."""
+    n = x.shape[1]
+    for i in range(0, n, batch_size):
+        yield _batch(x, source, torch.arange(i, min(n, i + batch_size), device=x.device))
+
+
 @torch.no_grad()
 def _encode_all(model, x, source, batch_size=4096):
     """Every model's embeddings of all of its points, [M, n, ..., D]."""
     model.eval()
-    n = x.shape[1]
-    return torch.cat([model.encode(_batch(x, source, torch.arange(i, min(n, i + batch_size), device=x.device)))
-                      for i in range(0, n, batch_size)], dim=1)
+    return torch.cat([model.encode(xb) for xb in _batches(x, source, batch_size)], dim=1)
 
 
 @torch.no_grad()
 def _evaluate(model, x, source, batch_size=4096):
     """Embeddings, token indices and reconstructions of every model for all of its points (eval mode)."""
     model.eval()
-    n, zs, idx, rec = x.shape[1], [], [], []
-    for i in range(0, n, batch_size):
-        out = model(_batch(x, source, torch.arange(i, min(n, i + batch_size), device=x.device)))
+    zs, idx, rec = [], [], []
+    for xb in _batches(x, source, batch_size):
+        out = model(xb)
         zs.append(out.z)
         idx.append(out.indices)
         rec.append(out.recon)
@@ -482,10 +488,7 @@ def _token_indices(model, x, source, batch_size=4096):
     """The token indices of :func:`_evaluate` alone: encoder and quantizer, no decoder (about half
     of a conv model's forward pass). The same batches, so the same indices."""
     model.eval()
-    n = x.shape[1]
-    return torch.cat([model.quantizer(model.encode(_batch(x, source, torch.arange(i, min(n, i + batch_size),
-                                                                                   device=x.device))))[1]
-                      for i in range(0, n, batch_size)], dim=1)
+    return torch.cat([model.quantizer(model.encode(xb))[1] for xb in _batches(x, source, batch_size)], dim=1)
 
 
 def _init_codebook(model, x, source, runs: _Runs, kmeans_vectors=None):
