@@ -55,8 +55,6 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
     t, t_sq = codebook.transpose(1, 2), codebook.pow(2).sum(-1).unsqueeze(1)
     blocks = [torch.cat([t[:, :, k0:k0 + k_block], t_sq[:, :, k0:k0 + k_block]], 1) for k0 in range(0, k, k_block)]
     descending = torch.arange(max(k_block, len(blocks)), 0, -1, dtype=codebook.dtype)
-    batches = [(m0, min(models, m0 + together)) for m0 in range(0, models, together)]
-    batch_blocks = [[block[m0:m1] for block in blocks] for m0, m1 in batches]  # views, sliced once
     minima = torch.empty(len(blocks), models, n, dtype=codebook.dtype)  # each block's row minima
     z_sq = torch.empty(models, n, dtype=codebook.dtype)                 # ||z||^2
     indices = torch.empty(models, n, dtype=torch.long)
@@ -69,15 +67,14 @@ def nearest_token_cpu(z: torch.Tensor, codebook: torch.Tensor, tile: int):
         # a lone last row of larger tiles is doubled: alone, a matmul would send it to a
         # matrix-vector kernel, which sums in another order
         zr = zr.repeat(1, 2, 1) if own == 1 < rows else zr
-        for (m0, m1), its_blocks in zip(batches, batch_blocks):
+        for m0 in range(0, models, together):  # the models a few at a time
+            m1 = min(models, m0 + together)
             q = _queries(zr[m0:m1])
-            shape = (m1 - m0, q.shape[1], k_block)
-            for b, block in enumerate(its_blocks):
-                if block.shape[2] != k_block:  # the codebook's last, narrower block
-                    shape = (m1 - m0, q.shape[1], block.shape[2])
+            for b, block in enumerate(blocks):
+                shape = (m1 - m0, q.shape[1], block.shape[2])
                 if shape not in tiles:  # a fresh buffer would cost a page fault per 4 KiB
                     tiles[shape] = torch.empty(shape, dtype=codebook.dtype)
-                d = torch.bmm(q, block, out=tiles[shape])
+                d = torch.bmm(q, block[m0:m1], out=tiles[shape])
                 if len(blocks) == 1:  # the tile in the cache: its row minima and their first indices at once
                     m, i = _row_min_first_index_(d, descending)
                     minima[0, m0:m1, r0:r1], indices[m0:m1, r0:r1] = m[:, :own], i[:, :own]
