@@ -388,16 +388,50 @@ def test_the_opt_in_compiled_path_trains_and_is_recorded(monkeypatch):
 def test_the_benchmark_times_notebook_02_s_real_ci_sweep():
     """benchmarks/batched.py builds notebook 02's ``ci`` runs the way the notebook does (its sweeps,
     the Laplace ablation's included), so the speed-up it prints is that of the book's sweep."""
-    import importlib.util
-
     from vqpaper import config, experiments
 
-    spec = importlib.util.spec_from_file_location("batched_benchmark", sweeps.paths.ROOT / "benchmarks" / "batched.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark("batched")
     runs = bench.notebook_02_configs("cpu", quick=False)
     cfg = config.notebook_config("02_tokens_collapse_synthetic", "ci", device="cpu")
     assert runs == [r for rs in experiments.runs_02(cfg).values() for r in rs]
     assert len(train.groups_of(runs)) < len(runs)
     quick = bench.notebook_02_configs("cpu", quick=True)
     assert len(quick) == len(runs) and {r.epochs for r in quick} == {2}
+
+
+def _benchmark(name: str):
+    """The script ``benchmarks/<name>.py``, imported as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", sweeps.paths.ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_conv_benchmark_times_every_layer_of_the_ci_model_and_a_sub_pixel_form_of_the_same_map(capsys):
+    """benchmarks/cifar_convs.py: its layers are those of notebook 03's ``ci`` model, in order, and its
+    sub-pixel form of the decoder's transposed convolutions computes the same map (up to rounding), so
+    the time it prints for that form is a time for the same layer."""
+    from vqpaper.models import GroupConv2d
+
+    bench = _benchmark("cifar_convs")
+    layers = bench.layer_inputs(batch=4)
+    assert [name for name, _, _ in layers][:2] == ["encoder.0", "encoder.2"]
+    assert sum(isinstance(layer, GroupConv2d) and layer.transposed for _, layer, _ in layers) == 2
+    assert layers[0][2].shape == (4, 3, 32, 32)
+    for _, layer, x in layers:
+        if layer.transposed:
+            w, b = layer.weight[0].detach(), layer.bias[0].detach()
+            expected = torch.nn.functional.conv_transpose2d(x, w, b, stride=2, padding=1)
+            got = bench._sub_pixel(layer, x, w, b)
+            assert got.shape == expected.shape
+            assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+            assert not torch.allclose(got, torch.zeros_like(got))
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--quick", "--repeats", "1"]) == 0  # it sets one torch thread, as the book's runs
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "decoder.4 T" in out and out.strip().splitlines()[-1].startswith("ci conv layers: as trained ")
