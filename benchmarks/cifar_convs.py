@@ -2,7 +2,7 @@
 """Where a CIFAR-10 training step's time goes on a CPU, layer by layer, and what other layouts of the
 same convolutions would save (issue 19: the ``ci`` book's CIFAR-10 runs are bound by these layers).
 
-    python benchmarks/cifar_convs.py            # about 1 min on 2 idle cores
+    python benchmarks/cifar_convs.py            # about 5 s on 2 idle cores
     python benchmarks/cifar_convs.py --quick    # a smoke test: batch 16, few repeats
 
 The model is notebook 03's ``ci`` conv VQ-VAE (``config.CI_CIFAR``: channels 16, residual 8,
@@ -54,11 +54,6 @@ def layer_inputs(batch: int) -> list[tuple[str, GroupConv2d, torch.Tensor]]:
     return seen
 
 
-def _conv(layer: GroupConv2d, x, weight, bias):
-    conv = F.conv_transpose2d if layer.transposed else F.conv2d
-    return conv(x, weight, bias, stride=layer.stride, padding=layer.padding)
-
-
 def _sub_pixel(layer: GroupConv2d, x, weight, bias):
     """A 4 x 4, stride-2, padding-1 transposed convolution as a 3 x 3 convolution and ``pixel_shuffle``.
     Output row 2i + a takes input rows i - 1 and i (a = 0: kernel rows 3 and 1) or i and i + 1
@@ -77,23 +72,33 @@ def _sub_pixel(layer: GroupConv2d, x, weight, bias):
     return F.pixel_shuffle(F.conv2d(x, w3, bias.repeat_interleave(4), padding=1), 2)
 
 
+def _has_sub_pixel_form(layer: GroupConv2d) -> bool:
+    return layer.transposed and layer.stride == 2 and layer.padding == 1 and layer.weight.shape[-1] == 4
+
+
 def time_layer(layer: GroupConv2d, x: torch.Tensor, how: str, repeats: int,
                input_grad: bool) -> tuple[float, float, list[torch.Tensor]]:
     """Best forward and backward time (ms) of ``layer`` on ``x`` laid out ``how``, and what it computes:
-    the output and the gradients of the weight, the bias and (``input_grad``: not for the images) the input."""
-    weight = layer.weight.detach().reshape(-1, *layer.weight.shape[2:]).clone().requires_grad_(True)
-    bias = layer.bias.detach().reshape(-1).clone().requires_grad_(True)
+    the output and the gradients of the weight, the bias and (``input_grad``: not for the images) the input.
+    As trained and channels-last call the layer itself; the sub-pixel form gets copies of its parameters."""
     x = x.clone()
     if how == "channels-last":
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(input_grad)
-    f = (lambda: _sub_pixel(layer, x, weight, bias)) if how == "sub-pixel" else (lambda: _conv(layer, x, weight, bias))
+    layer.zero_grad(set_to_none=True)
+    if how == "sub-pixel":
+        weight = layer.weight.detach()[0].clone().requires_grad_(True)  # one model: [in, out, 4, 4]
+        bias = layer.bias.detach()[0].clone().requires_grad_(True)
+        f = lambda: _sub_pixel(layer, x, weight, bias)  # noqa: E731
+    else:
+        weight, bias, f = layer.weight, layer.bias, lambda: layer(x)
     out = f()
     grad = torch.linspace(-1, 1, out.numel()).reshape(out.shape)  # the same upstream gradient in every layout
     out.backward(grad)
-    computed = [t.detach().contiguous().clone() for t in (out, weight.grad, bias.grad) + ((x.grad,) if input_grad else ())]
+    grads = (weight.grad.reshape(layer.weight.shape[1:]), bias.grad.reshape(-1)) + ((x.grad,) if input_grad else ())
+    computed = [t.detach().contiguous().clone() for t in (out,) + grads]
     fwd = bwd = float("inf")
-    for _ in range(repeats + 1):  # the first call warms up
+    for _ in range(repeats + 1):  # the first call warms up; the gradients add up, as into a training step's buffer
         t0 = time.perf_counter()
         y = f()
         t1 = time.perf_counter()
@@ -126,8 +131,7 @@ def main(argv=None) -> int:
     for index, (name, layer, x) in enumerate(layer_inputs(batch)):
         row, ref = {}, None
         for how in ("as trained", "channels-last", "sub-pixel"):
-            if how == "sub-pixel" and not (layer.transposed and layer.stride == 2 and layer.padding == 1
-                                           and layer.weight.shape[-1] == 4):
+            if how == "sub-pixel" and not _has_sub_pixel_form(layer):
                 continue
             fwd, bwd, computed = time_layer(layer, x, how, repeats, input_grad=index > 0)
             diff = 0.0 if ref is None else _relative_difference(computed, ref)
